@@ -1,0 +1,28 @@
+# The two commands a new user needs: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv with Python >= 3.12 and pinned dependencies on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench lint clean
+
+venv:
+	@scripts/bootstrap-venv
+
+demo: venv
+	$(VENV)/bin/skyframes demo --output $(DEMO_DIR)
+
+test: venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench:
+	@EXTRAS=test,bench scripts/bootstrap-venv
+	$(PY) benchmarks/bench_background.py
+
+lint: venv
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,57 @@
+"""Exceptions raised by skyframes.
+
+Every error names the input at fault, what is wrong with it and how to fix it.
+Each class also derives from the built-in exception a caller would naturally
+catch (`ValueError`, `OSError`, ...), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackgroundFileError",
+    "BoxMismatchError",
+    "MissingMetadataError",
+    "NoDataError",
+    "SkyFramesError",
+    "UndersampledError",
+    "UnsupportedStyleError",
+]
+
+
+class SkyFramesError(Exception):
+    """Base class of every exception raised deliberately by skyframes."""
+
+
+class UndersampledError(SkyFramesError, ValueError):
+    """Too few valid points for the requested interpolation style while the
+    undersample style is ``THROW_EXCEPTION``.
+    """
+
+
+class UnsupportedStyleError(SkyFramesError, ValueError):
+    """An interpolation, undersample or approximation style that is unknown or
+    not implemented (periodic splines, ``INCREASE_NXNYSAMPLE``, Chebyshev
+    approximation, ``UNKNOWN``).
+    """
+
+
+class BoxMismatchError(SkyFramesError, ValueError):
+    """Images or backgrounds whose bounding boxes must agree do not."""
+
+
+class NoDataError(SkyFramesError, ValueError):
+    """An input holds no usable data: empty lists, no finite samples, a sky
+    frame that is zero everywhere, a non-finite scale.
+    """
+
+
+class MissingMetadataError(SkyFramesError, ValueError):
+    """A header or metadata entry that the reader needs is absent or has the
+    wrong type.
+    """
+
+
+class BackgroundFileError(SkyFramesError, OSError):
+    """A background file is missing, truncated, corrupt or not in the
+    BackgroundList layout.
+    """

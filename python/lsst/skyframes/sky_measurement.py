@@ -1,0 +1,489 @@
+"""`SkyMeasurementTask`: measuring, combining, scaling and subtracting sky frames.
+
+A sky frame is stored as the stats image of a binned background (one pixel per
+bin) with its full-resolution bounding box and interpolation style recorded in
+the metadata.  The methods here are those of the Rubin pipelines'
+``lsst.pipe.tasks.background.SkyMeasurementTask``, with lsst.images types in
+place of afw's.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BackgroundConfig", "SkyMeasurementConfig", "SkyMeasurementTask", "SkyStatsConfig"]
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lsst.images import Box, Image, MaskedImage
+from lsst.pex.config import ChoiceField, Config, ConfigField, ListField, RangeField
+from lsst.pipe.base import Task
+from lsst.utils.timer import timeMethod
+
+from .background import ApproximateControl, BackgroundControl, BackgroundList, BackgroundMI, makeBackground
+from .errors import BoxMismatchError, MissingMetadataError, NoDataError
+from .images import image_and_mask, require_same_bbox
+from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
+from .statistics import Property, StatisticsControl, bad_pixel_mask, binned_statistics, stack_statistics
+
+_STATISTICS = {
+    "MEANCLIP": "Clipped mean: median/IQR first pass, then mean/sigma passes.",
+    "MEAN": "Mean of the unmasked finite pixels.",
+    "MEDIAN": "Median of the unmasked finite pixels.",
+}
+
+
+class BackgroundConfig(Config):
+    """How a sky frame is binned."""
+
+    statistic = ChoiceField[str](
+        doc="Statistic for each bin of the background model.", default="MEANCLIP", allowed=_STATISTICS
+    )
+    xBinSize = RangeField[int](doc="Bin size in x (pixels).", default=32, min=1)
+    yBinSize = RangeField[int](doc="Bin size in y (pixels).", default=32, min=1)
+    algorithm = ChoiceField[str](
+        doc="How to interpolate the background values when rendering.",
+        default="NATURAL_SPLINE",
+        optional=True,
+        allowed={
+            "CONSTANT": "afw's step function (mean of neighbouring bins between bin-centre midpoints)",
+            "LINEAR": "Linear interpolation",
+            "NATURAL_SPLINE": "Natural cubic spline",
+            "AKIMA_SPLINE": "Akima spline",
+            "NONE": "No interpolation (the model cannot be rendered)",
+        },
+    )
+    mask = ListField[str](
+        doc="Mask planes to ignore while measuring.",
+        default=["SAT", "BAD", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "NO_DATA"],
+    )
+
+
+class SkyStatsConfig(Config):
+    """Statistics of the sample boxes used to measure a sky-frame scale."""
+
+    statistic = ChoiceField[str](doc="Statistic of each sample box.", default="MEANCLIP", allowed=_STATISTICS)
+    clip = RangeField[float](doc="Clipping threshold (sigma).", default=3.0, min=0.0, inclusiveMin=False)
+    nIter = RangeField[int](doc="Clipping iterations.", default=3, min=1)
+    mask = ListField[str](
+        doc="Mask planes to ignore.", default=["SAT", "DETECTED", "DETECTED_NEGATIVE", "BAD", "NO_DATA"]
+    )
+
+
+class SkyMeasurementConfig(Config):
+    """Configuration of `SkyMeasurementTask`.
+
+    Bin sizes, sample counts and iteration counts are `RangeField`s and
+    statistics and styles `ChoiceField`s, so nonsense values are rejected both
+    on assignment and by `validate` with a `FieldValidationError` naming the
+    field.
+    """
+
+    skyIter = RangeField[int](doc="Rejection iterations of the sky-frame scale fit.", default=3, min=1)
+    skyRej = RangeField[float](
+        doc="Rejection threshold (sigma) of the scale fit.", default=3.0, min=0.0, inclusiveMin=False
+    )
+    background = ConfigField[BackgroundConfig](doc="Binning of the sky frame.", dtype=BackgroundConfig)
+    xNumSamples = RangeField[int](doc="Sample boxes along x per detector, for scaling.", default=4, min=1)
+    yNumSamples = RangeField[int](doc="Sample boxes along y per detector, for scaling.", default=4, min=1)
+    stats = ConfigField[SkyStatsConfig](doc="Statistics of the sample boxes.", dtype=SkyStatsConfig)
+
+
+def _algorithm_style(algorithm: str | None) -> Interpolate:
+    return Interpolate.UNKNOWN if algorithm is None else stringToInterpStyle(algorithm)
+
+
+def _bbox_from_metadata(metadata: Any, what: str) -> tuple[Box, str]:
+    keys = ("BOX.MINX", "BOX.MINY", "BOX.MAXX", "BOX.MAXY", "ALGORITHM")
+    missing = [key for key in keys if key not in metadata]
+    if missing:
+        raise MissingMetadataError(
+            f"{what} lacks metadata {', '.join(missing)}; a sky-frame exposure records its full-resolution "
+            "box (BOX.MINX/MINY/MAXX/MAXY, inclusive) and ALGORITHM. Make it with backgroundToExposure."
+        )
+    try:
+        min_x, min_y, max_x, max_y = (int(metadata[key]) for key in keys[:4])
+    except (TypeError, ValueError) as err:
+        raise MissingMetadataError(f"{what} has non-integer BOX.* metadata: {err}") from err
+    if max_x < min_x or max_y < min_y:
+        raise MissingMetadataError(
+            f"{what} metadata describes an empty box (x {min_x}..{max_x}, y {min_y}..{max_y})."
+        )
+    bbox = Box.from_shape((max_y - min_y + 1, max_x - min_x + 1), start=(min_y, min_x))
+    return bbox, str(metadata["ALGORITHM"])
+
+
+class SkyMeasurementTask(Task):
+    """Measure, combine, scale and subtract sky frames.
+
+    A sky frame is built by measuring a binned background (`measureBackground`)
+    of many exposures of one detector, each normalised by its sky level, and
+    combining them with clipping (`averageBackgrounds`).  It is applied to a
+    science exposure by measuring samples of both (`measureScale`), fitting one
+    scale over all detectors of a visit (`solveScales`) and subtracting the
+    scaled frame (`subtractSkyFrame`).
+    """
+
+    ConfigClass = SkyMeasurementConfig
+    _DefaultName = "skyMeasurement"
+    config: SkyMeasurementConfig
+
+    def _background_list(self, background: BackgroundMI) -> BackgroundList:
+        return BackgroundList(
+            (
+                background,
+                _algorithm_style(self.config.background.algorithm),
+                UndersampleStyle.REDUCE_INTERP_ORDER,
+                ApproximateControl.UNKNOWN,
+                0,
+                0,
+                False,
+            )
+        )
+
+    @timeMethod
+    def measureBackground(self, image: MaskedImage) -> BackgroundList:
+        """Measure a binned background of an image.
+
+        Parameters
+        ----------
+        image : `lsst.images.MaskedImage` or `lsst.images.VisitImage`
+            Image to measure.  Pixels in the configured ``background.mask``
+            planes and non-finite pixels are ignored; planes the image lacks
+            are skipped (logged at debug level).
+
+        Returns
+        -------
+        bgList : `BackgroundList`
+            One element: the background with ``max(int(W/xBinSize + 0.5), 1)``
+            by ``max(int(H/yBinSize + 0.5), 1)`` bins, the configured style,
+            ``REDUCE_INTERP_ORDER``, no approximation.  Bins with no usable
+            pixel (e.g. a fully masked or all-NaN image) are NaN.
+        """
+        config = self.config.background
+        pixels, _ = image_and_mask(image)
+        height, width = pixels.bbox.shape
+        control = BackgroundControl(
+            _algorithm_style(config.algorithm),
+            max(int(width / config.xBinSize + 0.5), 1),
+            max(int(height / config.yBinSize + 0.5), 1),
+            UndersampleStyle.REDUCE_INTERP_ORDER,
+            StatisticsControl(andMask=list(config.mask)),
+            config.statistic,
+        )
+        return self._background_list(makeBackground(image, control))
+
+    @timeMethod
+    def averageBackgrounds(self, bgList: Sequence[BackgroundList]) -> MaskedImage:
+        """Combine the backgrounds of many exposures into a sky frame.
+
+        Parameters
+        ----------
+        bgList : sequence of `BackgroundList`
+            One single-element list per exposure, all over the same box and
+            with the same bins.
+
+        Returns
+        -------
+        skyFrame : `lsst.images.MaskedImage`
+            The per-bin clipped mean (3 sigma, 3 iterations) across inputs,
+            NaN bins ignored, as made by `backgroundToExposure`.  Bins no input
+            measured are set to the median of the others (deliberately not
+            interpolated: one detector alone would create edge problems) and
+            flagged ``NO_DATA``.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised for an empty input or if no bin of any input is finite.
+        ValueError
+            Raised if an input list does not hold exactly one element.
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the inputs' boxes or bin grids differ.
+        """
+        if len(bgList) == 0:
+            raise NoDataError("averageBackgrounds needs at least one background list; got none.")
+        lengths = [len(bg) for bg in bgList]
+        if any(n != 1 for n in lengths):
+            raise ValueError(
+                f"averageBackgrounds needs single-element background lists (from measureBackground); "
+                f"got lengths {lengths}."
+            )
+        backgrounds = [bg[0][0] for bg in bgList]
+        bbox = backgrounds[0].getImageBBox()
+        grid = backgrounds[0].getStatsImage().bbox
+        for index, background in enumerate(backgrounds):
+            if background.getImageBBox() != bbox or background.getStatsImage().bbox != grid:
+                raise BoxMismatchError(
+                    f"averageBackgrounds input {index} covers {background.getImageBBox()} with bins "
+                    f"{background.getStatsImage().bbox}, but input 0 covers {bbox} with bins {grid}; "
+                    "combine only backgrounds of the same detector measured with the same bin size."
+                )
+        stats_images = [background.getStatsImage() for background in backgrounds]
+        values = np.stack([np.asarray(s.image.array, dtype=np.float64) for s in stats_images])
+        # NaN bins count as BAD; the inputs themselves are left untouched.
+        bad = ~np.isfinite(values)
+        for layer, stats in zip(bad, stats_images, strict=True):
+            if "BAD" in stats.mask.schema.names:
+                layer |= stats.mask.get("BAD")
+        combined = stack_statistics(values, bad, Property.MEANCLIP)
+        value = combined.value
+        missing = ~np.isfinite(value)
+        if missing.all():
+            raise NoDataError(
+                f"averageBackgrounds: none of the {len(bgList)} inputs has a finite bin; "
+                "check that the input exposures are not fully masked."
+            )
+        value[missing] = np.median(value[~missing])
+        result = MaskedImage(
+            Image(value.astype(np.float32), bbox=grid),
+            mask=_combined_mask(stats_images, bad, missing),
+            variance=Image((combined.error**2).astype(np.float32), bbox=grid),
+        )
+        return self.backgroundToExposure(result, bbox)
+
+    def backgroundToExposure(self, statsImage: MaskedImage, bbox: Box) -> MaskedImage:
+        """Wrap a stats image as a sky-frame "exposure" with its metadata.
+
+        Parameters
+        ----------
+        statsImage : `lsst.images.MaskedImage`
+            One pixel per bin; its planes are shared, not copied.
+        bbox : `lsst.images.Box`
+            Full-resolution box of the background.
+
+        Returns
+        -------
+        exposure : `lsst.images.MaskedImage`
+            With metadata ``BOX.MINX``, ``BOX.MINY``, ``BOX.MAXX``, ``BOX.MAXY``
+            (inclusive corners of ``bbox``) and ``ALGORITHM``.
+        """
+        metadata = dict(statsImage.metadata.native) if statsImage.metadata else {}
+        metadata.update(
+            {
+                "BOX.MINX": int(bbox.x.min),
+                "BOX.MINY": int(bbox.y.min),
+                "BOX.MAXX": int(bbox.x.max),
+                "BOX.MAXY": int(bbox.y.max),
+                "ALGORITHM": self.config.background.algorithm or "NONE",
+            }
+        )
+        return MaskedImage(
+            statsImage.image, mask=statsImage.mask, variance=statsImage.variance, metadata=metadata
+        )
+
+    @staticmethod
+    def exposureToBackground(bgExp: MaskedImage) -> BackgroundList:
+        """Turn a sky-frame exposure back into a `BackgroundList`.
+
+        Parameters
+        ----------
+        bgExp : `lsst.images.MaskedImage`
+            Made by `backgroundToExposure` (possibly written to FITS and read
+            back, or read from a butler).
+
+        Returns
+        -------
+        bgList : `BackgroundList`
+            One element sharing ``bgExp``'s pixels, with the style from
+            ``ALGORITHM``, ``REDUCE_INTERP_ORDER``, no approximation.
+
+        Raises
+        ------
+        lsst.skyframes.errors.MissingMetadataError
+            Raised if the box or algorithm metadata are missing or invalid.
+        """
+        if not isinstance(bgExp, MaskedImage):
+            raise TypeError(
+                f"exposureToBackground needs an lsst.images MaskedImage, got {type(bgExp).__name__}."
+            )
+        bbox, algorithm = _bbox_from_metadata(bgExp.metadata, "exposureToBackground input")
+        style = _algorithm_style(None if algorithm == "NONE" else algorithm)
+        ny, nx = bgExp.bbox.shape
+        control = BackgroundControl(style, nx, ny, UndersampleStyle.REDUCE_INTERP_ORDER)
+        return BackgroundList(
+            (
+                BackgroundMI(bbox, bgExp, control),
+                style,
+                UndersampleStyle.REDUCE_INTERP_ORDER,
+                ApproximateControl.UNKNOWN,
+                0,
+                0,
+                False,
+            )
+        )
+
+    @timeMethod
+    def measureScale(
+        self, image: MaskedImage, skyBackground: BackgroundList
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Measure matching samples of an image and of a sky frame.
+
+        Parameters
+        ----------
+        image : `lsst.images.MaskedImage` or `lsst.images.VisitImage`
+            Science image (background not yet subtracted by the sky frame).
+        skyBackground : `BackgroundList`
+            The sky frame, over the same box as ``image``.
+
+        Returns
+        -------
+        imageSamples, skySamples : `numpy.ndarray`
+            The configured statistic of ``image`` (with ``stats.mask`` planes
+            ignored) and of the rendered sky frame in each of
+            ``min(xNumSamples, W) * min(yNumSamples, H)`` boxes, x outer, y
+            inner.
+
+        Raises
+        ------
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the image and sky frame cover different boxes.
+        """
+        pixels, mask = image_and_mask(image)
+        sky = skyBackground.getImage()
+        require_same_bbox(pixels.bbox, sky.bbox, "measureScale image and sky frame")
+        height, width = pixels.bbox.shape
+        x_edges = np.linspace(0, width, min(self.config.xNumSamples, width) + 1).astype(int)
+        y_edges = np.linspace(0, height, min(self.config.yNumSamples, height) + 1).astype(int)
+        stats = self.config.stats
+        bad = bad_pixel_mask(mask, list(stats.mask)) if mask is not None else None
+        samples = []
+        for array, array_bad in ((pixels.array, bad), (sky.array, None)):
+            result = binned_statistics(
+                array, array_bad, x_edges, y_edges, stats.statistic, clip=stats.clip, n_iter=stats.nIter
+            )
+            # (ny, nx) grid -> x-outer, y-inner order of the reference loop.
+            samples.append(result.value.T.ravel())
+        return samples[0], samples[1]
+
+    def solveScales(self, scales: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+        """Fit one scale to many detectors' samples: image ≈ scale × sky.
+
+        Parameters
+        ----------
+        scales : sequence of (imageSamples, skySamples)
+            `measureScale` results, typically one per detector of a visit.
+
+        Returns
+        -------
+        scale : `float`
+            Least-squares scale with no intercept, after ``skyIter`` rounds of
+            cumulative rejection at ``skyRej`` × 0.741 × IQR of the residuals.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if there are no samples, no pair with both samples finite,
+            or the kept sky samples are all zero.
+        ValueError
+            Raised if a pair's image and sky samples differ in length.
+        """
+        if len(scales) == 0:
+            raise NoDataError("solveScales needs at least one (imageSamples, skySamples) pair; got none.")
+        image_parts, sky_parts = [], []
+        for index, (image_samples, sky_samples) in enumerate(scales):
+            if len(image_samples) != len(sky_samples):
+                raise ValueError(
+                    f"solveScales input {index} has {len(image_samples)} image samples but "
+                    f"{len(sky_samples)} sky samples; pass measureScale's output unchanged."
+                )
+            image_parts.append(np.asarray(image_samples, dtype=np.float64))
+            sky_parts.append(np.asarray(sky_samples, dtype=np.float64))
+        image_values = np.concatenate(image_parts)
+        sky_values = np.concatenate(sky_parts)
+        keep = np.isfinite(image_values) & np.isfinite(sky_values)
+        if not keep.any():
+            raise NoDataError(
+                f"solveScales: none of the {len(image_values)} sample pairs is finite in both image and sky "
+                "frame; check the image masks and that the sky frame has no NaN bins."
+            )
+
+        def solve(selected: np.ndarray) -> float:
+            x, y = sky_values[selected], image_values[selected]
+            denominator = float(np.dot(x, x))
+            if denominator == 0.0:
+                raise NoDataError(
+                    "solveScales: the sky frame is zero at every kept sample, so no scale can be fitted; "
+                    "the sky frame is empty or was not normalised."
+                )
+            return float(np.dot(x, y)) / denominator
+
+        for _ in range(self.config.skyIter):
+            scale = solve(keep)
+            residuals = image_values - scale * sky_values
+            lower, upper = np.percentile(residuals[keep], [25, 75])
+            sigma = 0.741 * (upper - lower)
+            with np.errstate(invalid="ignore"):
+                rejected = np.abs(residuals) > self.config.skyRej * sigma
+            remaining = keep & ~rejected
+            if not remaining.any():
+                # A perfect fit has sigma 0 and round-off residuals; rejecting
+                # everything would leave nothing to fit, so stop here.
+                break
+            keep = remaining
+        return solve(keep)
+
+    @timeMethod
+    def subtractSkyFrame(
+        self,
+        image: MaskedImage,
+        skyBackground: BackgroundList,
+        scale: float,
+        bgList: BackgroundList | None = None,
+    ) -> None:
+        """Subtract a scaled sky frame from an image, in place.
+
+        Parameters
+        ----------
+        image : `lsst.images.MaskedImage`, `lsst.images.VisitImage` or `lsst.images.Image`
+            Image to correct; only its image plane changes.
+        skyBackground : `BackgroundList`
+            The sky frame, over the same box as ``image``.
+        scale : `float`
+            Scale from `solveScales`.
+        bgList : `BackgroundList`, optional
+            If given, the scaled sky frame is appended to it (a copy of the
+            sky frame's stats image times ``scale``, with its styles), so that
+            the list keeps describing everything subtracted from the image.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if ``scale`` is not finite.
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the image and sky frame cover different boxes.
+        """
+        if not np.isfinite(scale):
+            raise NoDataError(
+                f"subtractSkyFrame got a non-finite scale ({scale}); solveScales failed for this visit."
+            )
+        pixels, _ = image_and_mask(image)
+        sky = skyBackground.getImage()
+        require_same_bbox(pixels.bbox, sky.bbox, "subtractSkyFrame image and sky frame")
+        pixels.array -= (scale * sky.array).astype(pixels.array.dtype, copy=False)
+        if bgList is not None:
+            background, *styles = skyBackground[0]
+            stats = background.getStatsImage().copy()
+            stats.image.array *= scale
+            # afw scales a MaskedImage's variance plane by scale**2 (it holds
+            # errors, not variances, but afw does not know that); so do we.
+            stats.variance.array *= scale * scale
+            bgList.append(
+                (BackgroundMI(background.getImageBBox(), stats, background.getBackgroundControl()), *styles)
+            )
+
+
+def _combined_mask(stats_images: Sequence[MaskedImage], bad: np.ndarray, missing: np.ndarray) -> Any:
+    """OR of the contributing inputs' masks, NO_DATA where nothing contributed."""
+    from lsst.images import Mask
+
+    from .mask_planes import default_mask_schema
+
+    schema = default_mask_schema()
+    out = Mask(0, schema=schema, bbox=stats_images[0].bbox)
+    for stats, layer_bad in zip(stats_images, bad, strict=True):
+        for name in schema.names & stats.mask.schema.names:
+            out.set(name, stats.mask.get(name) & ~layer_bad)
+    out.set("NO_DATA", missing)
+    return out

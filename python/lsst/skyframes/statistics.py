@@ -1,0 +1,852 @@
+"""Robust statistics of images, boxes and image stacks.
+
+This module re-implements the parts of ``lsst.afw.math.Statistics`` that the
+afw background model and ``statisticsStack`` rely on:
+
+- `binned_statistics`: one statistic per rectangular bin of an image, the
+  input of a binned background model;
+- `box_statistic`: one statistic of one box of pixels;
+- `stack_statistics`: one statistic per pixel across a stack of images.
+
+Masked pixels and non-finite pixels (NaN, ±inf) are ignored everywhere. All
+arithmetic is done in float64, whatever the input type.
+
+The reductions are numba kernels parallelised over bins or rows; quantiles
+come from an in-place selection rather than a full sort.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IQR_TO_SIGMA",
+    "Property",
+    "StatisticsControl",
+    "StatsResult",
+    "bad_pixel_mask",
+    "bin_centres",
+    "bin_edges",
+    "binned_statistics",
+    "box_statistic",
+    "stack_statistics",
+    "stringToStatisticsProperty",
+]
+
+import enum
+import logging
+import math
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit, prange
+
+from .errors import BoxMismatchError, NoDataError, UnsupportedStyleError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from lsst.images import Mask
+
+_LOG = logging.getLogger(__name__)
+
+IQR_TO_SIGMA = 0.741301109252802
+"""Ratio of the standard deviation of a Gaussian to its interquartile range
+(afw's ``IQ_TO_STDEV``).
+"""
+
+# Below this many elements, selection finishes with an insertion sort: it is
+# faster than partitioning such short ranges any further.
+_INSERTION_THRESHOLD = 16
+
+
+class Property(enum.Enum):
+    """Statistics that this module can compute, named as in
+    ``lsst.afw.math.Property``.
+    """
+
+    MEAN = "MEAN"
+    """Arithmetic mean of the good pixels."""
+
+    MEDIAN = "MEDIAN"
+    """Median of the good pixels (linear interpolation between order
+    statistics).
+    """
+
+    MEANCLIP = "MEANCLIP"
+    """Iteratively sigma-clipped mean, the first pass clipped around the
+    median with a width set by the interquartile range.
+    """
+
+
+# Integer codes handed to the numba kernels, which cannot take enums.
+_CODES = {Property.MEAN: 0, Property.MEDIAN: 1, Property.MEANCLIP: 2}
+_MEAN, _MEDIAN, _MEANCLIP = 0, 1, 2
+
+
+def stringToStatisticsProperty(name: str | Property) -> Property:
+    """Convert a statistic name to a `Property`.
+
+    Parameters
+    ----------
+    name : `str` or `Property`
+        Statistic name, spelt as afw spells it (``"MEAN"``, ``"MEDIAN"``,
+        ``"MEANCLIP"``), or a `Property`, which is returned unchanged.
+
+    Returns
+    -------
+    property : `Property`
+        The matching statistic.
+
+    Raises
+    ------
+    UnsupportedStyleError
+        Raised if ``name`` is not one of the supported statistics.
+    """
+    if isinstance(name, Property):
+        return name
+    if isinstance(name, str):
+        try:
+            return Property[name]
+        except KeyError:
+            pass
+    allowed = ", ".join(p.name for p in Property)
+    raise UnsupportedStyleError(f"Unsupported statistic {name!r}; use one of {allowed}.")
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    """Result of a statistics computation.
+
+    The fields are arrays for `binned_statistics` and `stack_statistics` and
+    scalars for `box_statistic`.
+    """
+
+    value: np.ndarray | float
+    """The statistic (float64); NaN where there are no good pixels."""
+
+    error: np.ndarray | float
+    """Standard error of the statistic (float64); NaN where it is undefined
+    (fewer than two values).
+    """
+
+    count: np.ndarray | int
+    """Number of good (unmasked, finite) pixels before any clipping (int64),
+    afw's ``NPOINT``.
+    """
+
+
+class StatisticsControl:
+    """Clipping and mask settings of a statistic (afw's ``StatisticsControl``).
+
+    Parameters
+    ----------
+    numSigmaClip : `float`, optional
+        Clipping threshold of MEANCLIP, in sigma.
+    numIter : `int`, optional
+        Number of MEANCLIP passes.
+    andMask : `str` or iterable of `str`, optional
+        Names of the mask planes whose pixels are ignored (afw takes a bit
+        mask; lsst.images masks are addressed by plane name).
+
+    Notes
+    -----
+    Non-finite pixels are always ignored (afw's ``setNanSafe(True)``).
+    """
+
+    def __init__(
+        self, numSigmaClip: float = 3.0, numIter: int = 3, andMask: str | Iterable[str] = ()
+    ) -> None:
+        self.setNumSigmaClip(numSigmaClip)
+        self.setNumIter(numIter)
+        self.setAndMask(andMask)
+
+    def __repr__(self) -> str:
+        return (
+            f"StatisticsControl(numSigmaClip={self._clip}, numIter={self._n_iter}, "
+            f"andMask={list(self._and_mask)})"
+        )
+
+    def getNumSigmaClip(self) -> float:
+        return self._clip
+
+    def setNumSigmaClip(self, clip: float) -> None:
+        self._clip, _ = _check_clip(clip, 1)
+
+    def getNumIter(self) -> int:
+        return self._n_iter
+
+    def setNumIter(self, n_iter: int) -> None:
+        _, self._n_iter = _check_clip(3.0, n_iter)
+
+    def getAndMask(self) -> tuple[str, ...]:
+        return self._and_mask
+
+    def setAndMask(self, planes: str | Iterable[str]) -> None:
+        self._and_mask = (planes,) if isinstance(planes, str) else tuple(planes)
+
+
+# ---------------------------------------------------------------------------
+# Bin layout
+# ---------------------------------------------------------------------------
+
+
+def bin_edges(length: int, n_bins: int) -> np.ndarray:
+    """Return the edges of the bins that afw's background uses along one axis.
+
+    Parameters
+    ----------
+    length : `int`
+        Number of pixels along the axis.
+    n_bins : `int`
+        Number of bins; ``1 <= n_bins <= length``.
+
+    Returns
+    -------
+    edges : `numpy.ndarray`
+        ``n_bins + 1`` int64 edges in local pixel indices: bin ``i`` covers
+        ``edges[i]:edges[i + 1]``, ``edges[0] == 0`` and
+        ``edges[-1] == length``.
+
+    Raises
+    ------
+    NoDataError
+        Raised if ``n_bins`` is less than one or larger than ``length``,
+        which would leave bins without pixels.
+
+    Notes
+    -----
+    Bin ``i`` ends at ``min(((i + 1) * length + n_bins // 2) // n_bins,
+    length)`` and starts where bin ``i - 1`` ends, so bins differ in size by
+    at most one pixel, exactly as in ``lsst.afw.math.BackgroundMI``.
+    """
+    length = operator.index(length)
+    n_bins = operator.index(n_bins)
+    if n_bins < 1 or n_bins > length:
+        raise NoDataError(
+            f"Cannot split {length} pixels into {n_bins} bins; the number of bins must be between 1 "
+            f"and the number of pixels ({length}). Use fewer, larger bins."
+        )
+    ends = (np.arange(1, n_bins + 1, dtype=np.int64) * length + n_bins // 2) // n_bins
+    edges = np.empty(n_bins + 1, dtype=np.int64)
+    edges[0] = 0
+    edges[1:] = np.minimum(ends, length)
+    return edges
+
+
+def bin_centres(length: int, n_bins: int) -> np.ndarray:
+    """Return the centres of the bins laid out by `bin_edges`.
+
+    Parameters
+    ----------
+    length : `int`
+        Number of pixels along the axis.
+    n_bins : `int`
+        Number of bins.
+
+    Returns
+    -------
+    centres : `numpy.ndarray`
+        ``n_bins`` float64 centres in local pixel coordinates, in which pixel
+        ``i`` is centred on ``i``: ``origin + size / 2 - 0.5``.
+    """
+    edges = bin_edges(length, n_bins)
+    origin = edges[:-1]
+    size = np.diff(edges)
+    return origin + size / 2.0 - 0.5
+
+
+# ---------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------
+
+
+def bad_pixel_mask(mask: Mask, planes: str | Iterable[str]) -> np.ndarray:
+    """Return where any of the given mask planes is set.
+
+    Parameters
+    ----------
+    mask : `lsst.images.Mask`
+        The mask; its ``array`` has shape ``(H, W, nbytes)``.
+    planes : `str` or `~collections.abc.Iterable` [`str`]
+        Names of the planes that make a pixel bad. Names that are not in the
+        mask's schema are ignored (and logged at DEBUG level), as afw does
+        for a bad-mask list that names planes an image does not have.
+
+    Returns
+    -------
+    bad : `numpy.ndarray`
+        Boolean array of shape ``(H, W)``, True where at least one of the
+        planes is set.
+    """
+    if isinstance(planes, str):
+        planes = [planes]
+    known_names = set(mask.schema.names)
+    known: list[str] = []
+    for name in planes:
+        if name in known_names:
+            known.append(name)
+        else:
+            _LOG.debug("Mask plane %r is not in the mask schema %s; ignoring it.", name, sorted(known_names))
+    array = mask.array
+    bad = np.zeros(array.shape[:-1], dtype=bool)
+    if not known:
+        return bad
+    bitmask = mask.schema.bitmask(*known)
+    # One vectorised test per mask element (at most a handful), so no
+    # (H, W, nbytes) temporary is needed.
+    for index in np.flatnonzero(bitmask):
+        bad |= (array[..., index] & bitmask[index]) != 0
+    return bad
+
+
+# ---------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _median_of_3(x: float, y: float, z: float) -> float:
+    """Return the median of three values."""
+    if x < y:
+        if y < z:
+            return y
+        return z if x < z else x
+    if x < z:
+        return x
+    return z if y < z else y
+
+
+@njit(cache=True, nogil=True)
+def _partition_below(a: np.ndarray, lo: int, hi: int, pivot: float, inclusive: bool) -> int:
+    """Move the values of ``a[lo:hi]`` below ``pivot`` (or not above it, if
+    ``inclusive``) to the front and return where the rest starts.
+
+    The loop has no data-dependent branch: every element is swapped with the
+    boundary slot and the boundary advances by the comparison result. Branch
+    mispredictions otherwise dominate partitioning of noisy pixel values.
+    """
+    store = lo
+    if inclusive:
+        for i in range(lo, hi):
+            x = a[i]
+            a[i] = a[store]
+            a[store] = x
+            store += x <= pivot
+    else:
+        for i in range(lo, hi):
+            x = a[i]
+            a[i] = a[store]
+            a[store] = x
+            store += x < pivot
+    return store
+
+
+@njit(cache=True, nogil=True)
+def _select(a: np.ndarray, lo: int, hi: int, k: int) -> None:
+    """Partially order ``a[lo:hi]`` in place so that ``a[k]`` holds the value
+    that would be there if the slice were sorted, with no larger value before
+    it and no smaller value after it.
+    """
+    # Quickselect partitions about log2(n) times; past a generous budget the
+    # pivots are being defeated (adversarial order) and a sort bounds the
+    # cost, as in introselect.
+    _select_with_budget(a, lo, hi, k, 2 * int(math.log2(hi - lo + 1)) + 8)
+
+
+@njit(cache=True, nogil=True)
+def _select_with_budget(a: np.ndarray, lo: int, hi: int, k: int, budget: int) -> None:
+    """Do `_select` with at most ``budget`` partitioning steps before falling
+    back to sorting what is left.
+    """
+    while hi - lo > _INSERTION_THRESHOLD:
+        if budget == 0:
+            a[lo:hi].sort()
+            return
+        budget -= 1
+        n = hi - lo
+        if n > 256:
+            # Tukey's ninther: a better pivot is worth it on large ranges.
+            step = n // 8
+            pivot = _median_of_3(
+                _median_of_3(a[lo], a[lo + step], a[lo + 2 * step]),
+                _median_of_3(a[lo + 3 * step], a[lo + 4 * step], a[lo + 5 * step]),
+                _median_of_3(a[lo + 6 * step], a[lo + 7 * step], a[hi - 1]),
+            )
+        else:
+            pivot = _median_of_3(a[lo], a[(lo + hi) >> 1], a[hi - 1])
+        # Three-way split in two passes: [< pivot][== pivot][> pivot]. The
+        # pivot is one of the values, so each step strictly shrinks the range
+        # even when most values are equal (constant or saturated bins).
+        below = _partition_below(a, lo, hi, pivot, False)
+        if k < below:
+            hi = below
+            continue
+        not_above = _partition_below(a, below, hi, pivot, True)
+        if k < not_above:
+            return
+        lo = not_above
+    for i in range(lo + 1, hi):
+        value = a[i]
+        j = i - 1
+        while j >= lo and a[j] > value:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = value
+
+
+@njit(cache=True, nogil=True)
+def _quantile_from(a: np.ndarray, lo: int, n: int, f: float) -> tuple[float, int]:
+    """Return the ``f`` quantile of ``a[:n]`` (linear interpolation at rank
+    ``f * (n - 1)``) and the lower rank used.
+
+    ``a[lo:n]`` must already hold exactly the order statistics ``lo..n-1``
+    (as left by a previous call that returned rank ``lo``), and the rank must
+    be at least ``lo``; this lets successive quantiles reuse the work of the
+    earlier selections.
+    """
+    pos = f * (n - 1)
+    k = int(math.floor(pos))
+    _select(a, lo, n, k)
+    value = a[k]
+    frac = pos - k
+    if frac > 0.0:
+        # The next order statistic is the smallest value above rank k.
+        upper = a[k + 1]
+        for i in range(k + 2, n):
+            if a[i] < upper:
+                upper = a[i]
+        value = value + (upper - value) * frac
+    return value, k
+
+
+@njit(cache=True, nogil=True)
+def _mean_var(a: np.ndarray, n: int, shift: float) -> tuple[float, float]:
+    """Return the mean and the (ddof=1) variance of ``a[:n]``.
+
+    Sums are of deviations from ``shift`` (a value near the mean), which keeps
+    precision for data with a large offset and makes the mean of identical
+    values exactly that value.
+    """
+    total = 0.0
+    for i in range(n):
+        total += a[i] - shift
+    mean = shift + total / n
+    if n < 2:
+        return mean, math.nan
+    squares = 0.0
+    for i in range(n):
+        d = a[i] - mean
+        squares += d * d
+    return mean, squares / (n - 1)
+
+
+@njit(cache=True, nogil=True)
+def _clipped_mean_var(
+    a: np.ndarray, n: int, centre: float, half_width: float, shift: float
+) -> tuple[int, float, float]:
+    """Return the number, mean and (ddof=1) variance of the values of
+    ``a[:n]`` with ``|v - centre| <= half_width``.
+    """
+    kept = 0
+    total = 0.0
+    for i in range(n):
+        if abs(a[i] - centre) <= half_width:
+            kept += 1
+            total += a[i] - shift
+    if kept == 0:
+        return 0, math.nan, math.nan
+    mean = shift + total / kept
+    if kept < 2:
+        return kept, mean, math.nan
+    squares = 0.0
+    for i in range(n):
+        if abs(a[i] - centre) <= half_width:
+            d = a[i] - mean
+            squares += d * d
+    return kept, mean, squares / (kept - 1)
+
+
+@njit(cache=True, nogil=True)
+def _reduce(a: np.ndarray, n: int, code: int, clip: float, n_iter: int) -> tuple[float, float]:
+    """Return the statistic and its error for the ``n`` good values in
+    ``a[:n]``, which may be reordered.
+    """
+    if n == 0:
+        return math.nan, math.nan
+    if code == _MEAN:
+        mean, var = _mean_var(a, n, a[0])
+        return mean, math.sqrt(var / n)
+    if code == _MEDIAN:
+        median, _ = _quantile_from(a, 0, n, 0.5)
+        _, var = _mean_var(a, n, median)
+        return median, math.sqrt(0.5 * math.pi * var / n)
+    # MEANCLIP
+    if n == 1:
+        return a[0], math.nan
+    q25, k = _quantile_from(a, 0, n, 0.25)
+    median, k = _quantile_from(a, k, n, 0.5)
+    q75, k = _quantile_from(a, k, n, 0.75)
+    centre = median
+    half_width = clip * IQR_TO_SIGMA * (q75 - q25)
+    kept = 0
+    mean = math.nan
+    var = math.nan
+    for iteration in range(n_iter):
+        if iteration > 0:
+            if kept < 2:
+                # A single survivor has no scatter to clip with.
+                break
+            centre = mean
+            half_width = clip * math.sqrt(var)
+        new_kept, new_mean, new_var = _clipped_mean_var(a, n, centre, half_width, median)
+        if new_kept == 0:
+            if iteration == 0:
+                # The first pass has no predecessor but the unclipped data.
+                mean, var = _mean_var(a, n, median)
+                kept = n
+            break
+        kept, mean, var = new_kept, new_mean, new_var
+    return mean, math.sqrt(var / kept)
+
+
+@njit(cache=True, parallel=True)
+def _binned_kernel(
+    array: np.ndarray,
+    bad: np.ndarray,
+    has_bad: bool,
+    x_edges: np.ndarray,
+    y_edges: np.ndarray,
+    code: int,
+    clip: float,
+    n_iter: int,
+    value: np.ndarray,
+    error: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Fill ``value``, ``error`` and ``count`` (shape ``(ny, nx)``) with the
+    statistic of each bin of ``array``.
+    """
+    nx = x_edges.shape[0] - 1
+    ny = y_edges.shape[0] - 1
+    for b in prange(nx * ny):
+        j = b // nx
+        i = b - j * nx
+        x0 = x_edges[i]
+        x1 = x_edges[i + 1]
+        y0 = y_edges[j]
+        y1 = y_edges[j + 1]
+        buf = np.empty((y1 - y0) * (x1 - x0), dtype=np.float64)
+        n = 0
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                v = np.float64(array[y, x])
+                if math.isfinite(v) and not (has_bad and bad[y, x]):
+                    buf[n] = v
+                    n += 1
+        count[j, i] = n
+        val, err = _reduce(buf, n, code, clip, n_iter)
+        value[j, i] = val
+        error[j, i] = err
+
+
+@njit(cache=True, parallel=True)
+def _stack_kernel(
+    stack: np.ndarray,
+    bad: np.ndarray,
+    has_bad: bool,
+    code: int,
+    clip: float,
+    n_iter: int,
+    value: np.ndarray,
+    error: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Fill ``value``, ``error`` and ``count`` (shape ``(H, W)``) with the
+    statistic across the first axis of ``stack`` at each pixel.
+    """
+    depth, height, width = stack.shape
+    for y in prange(height):
+        buf = np.empty(depth, dtype=np.float64)
+        for x in range(width):
+            n = 0
+            for k in range(depth):
+                v = np.float64(stack[k, y, x])
+                if math.isfinite(v) and not (has_bad and bad[k, y, x]):
+                    buf[n] = v
+                    n += 1
+            count[y, x] = n
+            val, err = _reduce(buf, n, code, clip, n_iter)
+            value[y, x] = val
+            error[y, x] = err
+
+
+# ---------------------------------------------------------------------------
+# Public reductions
+# ---------------------------------------------------------------------------
+
+
+def _check_clip(clip: float, n_iter: int) -> tuple[float, int]:
+    """Validate the clipping parameters and return them as kernel types."""
+    clip = float(clip)
+    n_iter = operator.index(n_iter)
+    if not (math.isfinite(clip) and clip > 0.0):
+        raise UnsupportedStyleError(
+            f"Clipping threshold must be a positive finite number of sigma; got {clip}."
+        )
+    if n_iter < 1:
+        raise UnsupportedStyleError(f"Number of clipping iterations must be at least 1; got {n_iter}.")
+    return clip, n_iter
+
+
+def _as_float_array(array: npt.ArrayLike, what: str) -> np.ndarray:
+    """Return ``array`` as a float32 or float64 array without copying when it
+    already is one.
+    """
+    array = np.asarray(array)
+    if array.dtype in (np.float32, np.float64):
+        return array
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64)
+    raise TypeError(f"{what} must hold real numbers; got dtype {array.dtype}.")
+
+
+def _dummy_bad(ndim: int) -> np.ndarray:
+    """Return a tiny placeholder for an absent bad-pixel array, so the kernels
+    need no separate compiled variant for "no mask".
+    """
+    return np.zeros((1,) * ndim, dtype=bool)
+
+
+def _check_edges(edges: npt.ArrayLike, length: int, axis: str) -> np.ndarray:
+    """Validate bin edges along one axis of an image of ``length`` pixels."""
+    edges = np.asarray(edges)
+    if edges.ndim != 1 or edges.size < 2:
+        raise BoxMismatchError(
+            f"{axis}_edges must be a 1-d array of at least two edges; got shape {edges.shape}."
+        )
+    if edges.dtype.kind not in "iu":
+        raise TypeError(f"{axis}_edges must be integers (pixel indices); got dtype {edges.dtype}.")
+    edges = edges.astype(np.int64)
+    if edges[0] < 0 or edges[-1] > length or np.any(np.diff(edges) < 0):
+        raise BoxMismatchError(
+            f"{axis}_edges must be non-decreasing indices within [0, {length}] for an image {length} pixels "
+            f"along {axis}; got {edges[0]}..{edges[-1]}."
+        )
+    return edges
+
+
+def binned_statistics(
+    array: npt.ArrayLike,
+    bad: npt.ArrayLike | None,
+    x_edges: npt.ArrayLike,
+    y_edges: npt.ArrayLike,
+    statistic: str | Property,
+    clip: float = 3.0,
+    n_iter: int = 3,
+) -> StatsResult:
+    """Compute a statistic in each rectangular bin of an image.
+
+    Parameters
+    ----------
+    array : `numpy.ndarray`
+        Image of shape ``(H, W)``, float32 or float64 (other real types are
+        converted to float64).
+    bad : `numpy.ndarray` or `None`
+        Boolean array of shape ``(H, W)``, True for pixels to ignore; `None`
+        if no pixel is masked. Non-finite pixels are always ignored.
+    x_edges, y_edges : `numpy.ndarray`
+        Integer bin edges along x (columns) and y (rows), as returned by
+        `bin_edges`: bin ``(j, i)`` is
+        ``array[y_edges[j]:y_edges[j + 1], x_edges[i]:x_edges[i + 1]]``.
+    statistic : `str` or `Property`
+        ``MEAN``, ``MEDIAN`` or ``MEANCLIP``.
+    clip : `float`, optional
+        Clipping threshold in standard deviations (``MEANCLIP`` only).
+    n_iter : `int`, optional
+        Number of clipping passes (``MEANCLIP`` only).
+
+    Returns
+    -------
+    result : `StatsResult`
+        Arrays of shape ``(ny, nx)``: ``value`` and ``error`` (float64, NaN
+        for a bin without good pixels) and ``count`` (int64, good pixels
+        before clipping).
+
+    Raises
+    ------
+    BoxMismatchError
+        Raised if ``array`` is not 2-d, ``bad`` has a different shape, or the
+        edges do not fit the image.
+    UnsupportedStyleError
+        Raised for an unknown statistic or invalid clipping parameters.
+
+    Notes
+    -----
+    With ``v`` the good values of a bin and ``n`` their number:
+
+    - ``MEAN``: mean of ``v``; error ``sqrt(var(v) / n)``.
+    - ``MEDIAN``: the 0.5 quantile (linear interpolation at rank
+      ``0.5 * (n - 1)``); error ``sqrt(pi / 2 * var(v) / n)``.
+    - ``MEANCLIP``: the first pass keeps ``|v - median| <= clip * 0.7413 *
+      IQR``; each further pass keeps the values of ``v`` within ``clip``
+      standard deviations of the mean of the previous pass's survivors. After
+      ``n_iter`` passes (fewer if a pass would keep nothing or only one value
+      survived) the value is the mean of the survivors and the error
+      ``sqrt(var / n_kept)``.
+
+    Variances use ``ddof=1``; errors are NaN for fewer than two values.
+    """
+    prop = stringToStatisticsProperty(statistic)
+    clip, n_iter = _check_clip(clip, n_iter)
+    array = _as_float_array(array, "array")
+    if array.ndim != 2:
+        raise BoxMismatchError(f"array must be 2-d (H, W); got shape {array.shape}.")
+    height, width = array.shape
+    has_bad = bad is not None
+    if has_bad:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.shape != array.shape:
+            raise BoxMismatchError(f"bad has shape {bad.shape} but array has shape {array.shape}.")
+    else:
+        bad = _dummy_bad(2)
+    x_edges = _check_edges(x_edges, width, "x")
+    y_edges = _check_edges(y_edges, height, "y")
+    shape = (y_edges.size - 1, x_edges.size - 1)
+    value = np.empty(shape, dtype=np.float64)
+    error = np.empty(shape, dtype=np.float64)
+    count = np.empty(shape, dtype=np.int64)
+    _binned_kernel(array, bad, has_bad, x_edges, y_edges, _CODES[prop], clip, n_iter, value, error, count)
+    return StatsResult(value=value, error=error, count=count)
+
+
+def box_statistic(
+    array: npt.ArrayLike,
+    bad: npt.ArrayLike | None,
+    statistic: str | Property,
+    clip: float = 3.0,
+    n_iter: int = 3,
+) -> StatsResult:
+    """Compute a statistic of all the good pixels of one box.
+
+    Parameters
+    ----------
+    array : `numpy.ndarray`
+        Pixels of the box, of any shape.
+    bad : `numpy.ndarray` or `None`
+        Boolean array of the same shape, True for pixels to ignore; `None` if
+        no pixel is masked.
+    statistic : `str` or `Property`
+        ``MEAN``, ``MEDIAN`` or ``MEANCLIP``.
+    clip : `float`, optional
+        Clipping threshold in standard deviations (``MEANCLIP`` only).
+    n_iter : `int`, optional
+        Number of clipping passes (``MEANCLIP`` only).
+
+    Returns
+    -------
+    result : `StatsResult`
+        Scalars: ``value`` and ``error`` (`numpy.float64`) and ``count``
+        (`numpy.int64`). See `binned_statistics` for the definitions.
+
+    Raises
+    ------
+    BoxMismatchError
+        Raised if ``bad`` does not have the shape of ``array``.
+    """
+    array = _as_float_array(array, "array")
+    if bad is not None:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.shape != array.shape:
+            raise BoxMismatchError(f"bad has shape {bad.shape} but array has shape {array.shape}.")
+        bad = bad.reshape(1, -1)
+    flat = array.reshape(1, -1)
+    edges_x = np.array([0, flat.shape[1]], dtype=np.int64)
+    edges_y = np.array([0, 1], dtype=np.int64)
+    result = binned_statistics(flat, bad, edges_x, edges_y, statistic, clip=clip, n_iter=n_iter)
+    return StatsResult(value=result.value[0, 0], error=result.error[0, 0], count=result.count[0, 0])
+
+
+def _as_stack(images: npt.ArrayLike | Sequence[npt.ArrayLike], what: str) -> np.ndarray:
+    """Return a ``(k, H, W)`` array from a 3-d array or a sequence of
+    equal-shape 2-d arrays.
+    """
+    if isinstance(images, np.ndarray):
+        stack = images
+    else:
+        layers = [np.asarray(layer) for layer in images]
+        if not layers:
+            raise NoDataError(f"{what} is empty; at least one image is needed.")
+        for index, layer in enumerate(layers):
+            if layer.ndim != 2:
+                raise BoxMismatchError(f"{what}[{index}] must be 2-d (H, W); got shape {layer.shape}.")
+            if layer.shape != layers[0].shape:
+                raise BoxMismatchError(
+                    f"{what}[{index}] has shape {layer.shape} but {what}[0] has shape {layers[0].shape}; "
+                    "all images of a stack must have the same shape."
+                )
+        stack = np.stack(layers)
+    if stack.ndim != 3:
+        raise BoxMismatchError(f"{what} must be 3-d (k, H, W); got shape {stack.shape}.")
+    if stack.shape[0] == 0:
+        raise NoDataError(f"{what} is empty; at least one image is needed.")
+    return stack
+
+
+def stack_statistics(
+    stack: npt.ArrayLike | Sequence[npt.ArrayLike],
+    bad: npt.ArrayLike | Sequence[npt.ArrayLike] | None,
+    statistic: str | Property,
+    clip: float = 3.0,
+    n_iter: int = 3,
+) -> StatsResult:
+    """Compute a statistic across a stack of images at each pixel.
+
+    Parameters
+    ----------
+    stack : `numpy.ndarray` or `~collections.abc.Sequence` [`numpy.ndarray`]
+        Array of shape ``(k, H, W)`` or a sequence of ``k`` 2-d arrays of the
+        same shape.
+    bad : `numpy.ndarray`, `~collections.abc.Sequence` [`numpy.ndarray`] or `None`
+        Boolean array(s) of the same shape as ``stack``, True for pixels to
+        ignore; `None` if no pixel is masked.
+    statistic : `str` or `Property`
+        ``MEAN``, ``MEDIAN`` or ``MEANCLIP``.
+    clip : `float`, optional
+        Clipping threshold in standard deviations (``MEANCLIP`` only).
+    n_iter : `int`, optional
+        Number of clipping passes (``MEANCLIP`` only).
+
+    Returns
+    -------
+    result : `StatsResult`
+        Arrays of shape ``(H, W)``: ``value`` and ``error`` (float64, NaN
+        where no layer is good) and ``count`` (int64, good layers before
+        clipping). See `binned_statistics` for the definitions.
+
+    Raises
+    ------
+    NoDataError
+        Raised if the stack is empty.
+    BoxMismatchError
+        Raised if the images differ in shape or ``bad`` does not match them.
+    UnsupportedStyleError
+        Raised for an unknown statistic or invalid clipping parameters.
+    """
+    prop = stringToStatisticsProperty(statistic)
+    clip, n_iter = _check_clip(clip, n_iter)
+    stack = _as_float_array(_as_stack(stack, "stack"), "stack")
+    has_bad = bad is not None
+    if has_bad:
+        bad = _as_stack(bad, "bad").astype(bool, copy=False)
+        if bad.shape != stack.shape:
+            raise BoxMismatchError(f"bad has shape {bad.shape} but stack has shape {stack.shape}.")
+    else:
+        bad = _dummy_bad(3)
+    shape = stack.shape[1:]
+    value = np.empty(shape, dtype=np.float64)
+    error = np.empty(shape, dtype=np.float64)
+    count = np.empty(shape, dtype=np.int64)
+    _stack_kernel(stack, bad, has_bad, _CODES[prop], clip, n_iter, value, error, count)
+    return StatsResult(value=value, error=error, count=count)
