@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 import pytest
-from lsst.images import Box, Image, MaskedImage, MaskPlane, MaskSchema
+from lsst.images import Box, Image, Mask, MaskedImage, MaskPlane, MaskSchema
 from lsst.pex.config import Config, ConfigurableField, FieldValidationError
 from lsst.pipe.base import Task, TaskMetadata
 
@@ -352,3 +352,15 @@ def test_scenario_build_scale_subtract():
     residual = check.measureBackground(science)[0][0].getStatsImage().image.array
     amplitude = level * (truth_pixels.max() - truth_pixels.min())
     assert np.abs(residual).max() < 0.02 * amplitude
+
+
+def test_visit_image_plane_names_are_understood():
+    # lsst.images visit images call afw's SAT plane SATURATED; the configured "SAT" must still mask it.
+    schema = MaskSchema([MaskPlane("SATURATED", "saturated"), MaskPlane("DETECTED", "detected")])
+    image = MaskedImage(
+        Image(np.full((64, 64), 4.0, dtype=np.float32)), mask=Mask(0, schema=schema, shape=(64, 64))
+    )
+    image.image.array[:, :8] = 1e5
+    image.mask.set("SATURATED", image.image.array > 1e4)
+    task = SkyMeasurementTask()
+    np.testing.assert_array_equal(task.measureBackground(image)[0][0].getStatsImage().image.array, 4.0)

@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import BoxMismatchError, NoDataError, UnsupportedStyleError
+from .mask_planes import LEGACY_PLANE_ALIASES
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -270,9 +271,11 @@ def bad_pixel_mask(mask: Mask, planes: str | Iterable[str]) -> np.ndarray:
     mask : `lsst.images.Mask`
         The mask; its ``array`` has shape ``(H, W, nbytes)``.
     planes : `str` or `~collections.abc.Iterable` [`str`]
-        Names of the planes that make a pixel bad. Names that are not in the
-        mask's schema are ignored (and logged at DEBUG level), as afw does
-        for a bad-mask list that names planes an image does not have.
+        Names of the planes that make a pixel bad. An afw name missing from
+        the schema falls back to its lsst.images spelling (``SAT`` ->
+        ``SATURATED``, see `~lsst.skyframes.mask_planes.LEGACY_PLANE_ALIASES`);
+        names still not found are ignored (and logged at DEBUG level), as afw
+        does for a bad-mask list that names planes an image does not have.
 
     Returns
     -------
@@ -287,6 +290,9 @@ def bad_pixel_mask(mask: Mask, planes: str | Iterable[str]) -> np.ndarray:
     for name in planes:
         if name in known_names:
             known.append(name)
+        elif LEGACY_PLANE_ALIASES.get(name) in known_names:
+            # lsst.images visit images spell some afw planes differently (SAT -> SATURATED).
+            known.append(LEGACY_PLANE_ALIASES[name])
         else:
             _LOG.debug("Mask plane %r is not in the mask schema %s; ignoring it.", name, sorted(known_names))
     array = mask.array
