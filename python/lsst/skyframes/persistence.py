@@ -23,11 +23,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from lsst.images import Box, Image, Mask, MaskedImage, MaskPlane, MaskSchema
+from lsst.images import Box, Image, MaskedImage
 
 from .errors import BackgroundFileError
 from .interpolate import Interpolate, UndersampleStyle
-from .mask_planes import AFW_MASK_PLANES
+from .mask_planes import mask_from_afw_bits, mask_to_afw_bits
 
 if TYPE_CHECKING:
     from .background import BackgroundList
@@ -86,18 +86,6 @@ def _origin_cards(bbox: Box) -> list[tuple[str, object]]:
     ]
 
 
-def _mask_to_afw(mask: Mask) -> tuple[np.ndarray, list[tuple[str, object]]]:
-    """Pack an lsst.images mask into afw's int32 bit layout and MP_ cards."""
-    names = [name for name in AFW_MASK_PLANES if name in mask.schema.names]
-    names += sorted(set(mask.schema.names) - set(names))
-    if len(names) > 31:
-        raise ValueError(f"Cannot write {len(names)} mask planes into an afw int32 mask (31 at most).")
-    packed = np.zeros(mask.bbox.shape, dtype=np.int32)
-    for bit, name in enumerate(names):
-        packed |= mask.get(name).astype(np.int32) << bit
-    return packed, [(f"MP_{name}", bit) for bit, name in enumerate(names)]
-
-
 def write_background_list(background_list: BackgroundList, path: str | os.PathLike[str]) -> None:
     """Write a `BackgroundList` to a FITS file in afw's layout, atomically.
 
@@ -124,7 +112,7 @@ def write_background_list(background_list: BackgroundList, path: str | os.PathLi
         stats = element[0].getStatsImage()
         cards = _element_cards(element)
         origin = _origin_cards(stats.bbox)
-        mask_array, mask_cards = _mask_to_afw(stats.mask)
+        mask_array, mask_cards = mask_to_afw_bits(stats.mask)
         image_cls = fits.PrimaryHDU if not hdus else fits.ImageHDU
         planes = [
             (image_cls, np.asarray(stats.image.array, dtype=np.float32), origin),
@@ -154,20 +142,6 @@ def _declared_bytes(header: fits.Header) -> int:
     for axis in range(1, naxis + 1):
         count *= int(header.get(f"NAXIS{axis}", 0))
     return count * abs(int(header.get("BITPIX", 8))) // 8
-
-
-def _read_mask(data: np.ndarray, header: fits.Header, yx0: tuple[int, int]) -> Mask:
-    """Unpack an afw int32 mask HDU into an lsst.images Mask."""
-    bits = {key[3:]: int(value) for key, value in header.items() if key.startswith("MP_")}
-    if not bits:
-        bits = {name: bit for bit, name in enumerate(AFW_MASK_PLANES)}
-    ordered = sorted(bits.items(), key=lambda item: item[1])
-    schema = MaskSchema([MaskPlane(name, AFW_MASK_PLANES.get(name, "")) for name, _ in ordered])
-    mask = Mask(0, schema=schema, shape=data.shape, yx0=yx0)
-    as_int = data.astype(np.int64)
-    for name, bit in ordered:
-        mask.set(name, ((as_int >> bit) & 1).astype(bool))
-    return mask
 
 
 def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
@@ -248,7 +222,7 @@ def _read_element(path: str, hdul: fits.HDUList, first: int, bg_cls: type, contr
     y0 = -int(header.get("LTV2", 0))
     stats_image = MaskedImage(
         Image(planes[0].astype(np.float32), yx0=(y0, x0)),
-        mask=_read_mask(planes[1], mask_hdu.header, (y0, x0)),
+        mask=mask_from_afw_bits(planes[1], mask_hdu.header, (y0, x0)),
         variance=Image(planes[2].astype(np.float32), yx0=(y0, x0)),
     )
     width, height = int(header["BKGD_WIDTH"]), int(header["BKGD_HEIGHT"])

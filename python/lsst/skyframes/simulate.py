@@ -6,7 +6,17 @@ data, so tests and the demo can score what the algorithms recover.
 
 from __future__ import annotations
 
-__all__ = ["SimulatedExposure", "SkyPattern", "simulate_exposure"]
+__all__ = [
+    "ExposurePlan",
+    "SimulatedExposure",
+    "SkyPattern",
+    "detector_pattern",
+    "exposure_header",
+    "large_scale_field",
+    "plan_exposures",
+    "simulate_detector",
+    "simulate_exposure",
+]
 
 import dataclasses
 
@@ -205,3 +215,179 @@ def simulate_exposure(
         variance=Image(expected.astype(np.float32), bbox=bbox),
     )
     return SimulatedExposure(image=image, sky_level=sky_level, sky=sky, objects=objects)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExposurePlan:
+    """What one simulated exposure of a whole camera looks like.
+
+    Attributes
+    ----------
+    exposure_id : `int`
+        Butler exposure id.
+    physical_filter : `str`
+        Physical filter.
+    sky_level : `float`
+        Sky level (electrons per pixel) at the focal-plane origin.
+    gradient : `tuple` [`float`, `float`]
+        Large-scale focal-plane gradient: fractional change of the sky per
+        millimetre in x and y.
+    obs_start : `str`
+        Observation start, ISO 8601 UTC.
+    exposure_time : `float`
+        Exposure time in seconds.
+    """
+
+    exposure_id: int
+    physical_filter: str
+    sky_level: float
+    gradient: tuple[float, float]
+    obs_start: str
+    exposure_time: float = 30.0
+
+
+def plan_exposures(
+    n_exposures: int,
+    physical_filter: str,
+    *,
+    seed: int,
+    first_id: int = 1000,
+    start: str = "2026-11-01T03:00:00",
+    level_range: tuple[float, float] = (800.0, 2500.0),
+    max_gradient: float = 1e-3,
+) -> list[ExposurePlan]:
+    """Plan exposures with random sky levels and focal-plane gradients.
+
+    Parameters
+    ----------
+    n_exposures : `int`
+        Number of exposures.
+    physical_filter : `str`
+        Their physical filter.
+    seed : `int`
+        Seed of the levels and gradients.
+    first_id : `int`, optional
+        Exposure id of the first; the rest follow consecutively.
+    start : `str`, optional
+        Start of the first exposure (ISO UTC); one exposure every 2 minutes.
+    level_range : `tuple` [`float`, `float`], optional
+        Range of sky levels.
+    max_gradient : `float`, optional
+        Largest gradient magnitude per axis (fraction per mm).
+
+    Returns
+    -------
+    plans : `list` [`ExposurePlan`]
+    """
+    import astropy.time
+    import astropy.units as u
+
+    rng = np.random.default_rng(seed)
+    t0 = astropy.time.Time(start, scale="utc")
+    return [
+        ExposurePlan(
+            exposure_id=first_id + index,
+            physical_filter=physical_filter,
+            sky_level=float(rng.uniform(*level_range)),
+            gradient=(
+                float(rng.uniform(-max_gradient, max_gradient)),
+                float(rng.uniform(-max_gradient, max_gradient)),
+            ),
+            obs_start=(t0 + index * 2 * u.min).isot,
+        )
+        for index in range(n_exposures)
+    ]
+
+
+def detector_pattern(detector_id: int, *, amplitude: float = 0.1) -> SkyPattern:
+    """Return the sky-frame pattern of one detector (deterministic per id).
+
+    Parameters
+    ----------
+    detector_id : `int`
+        Detector id; sets the ring, vignetting centre, gradient and amplifier offsets.
+    amplitude : `float`, optional
+        Strength of the pattern as a fraction of the sky.
+
+    Returns
+    -------
+    pattern : `SkyPattern`
+    """
+    rng = np.random.default_rng(10_000 + detector_id)
+    return SkyPattern(
+        amplitude=amplitude,
+        centre=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8))),
+        ring_radius=float(rng.uniform(0.3, 0.5)),
+        ring_width=float(rng.uniform(0.1, 0.15)),
+        gradient=(float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.3, 0.3))),
+        amp_offsets_seed=detector_id,
+        amp_step_width=0.08,
+    )
+
+
+def large_scale_field(detector, plan: ExposurePlan) -> np.ndarray:
+    """Return the exposure's multiplicative focal-plane gradient on a detector's pixels.
+
+    Parameters
+    ----------
+    detector : `lsst.skyframes.camera.DetectorGeometry`
+        The detector.
+    plan : `ExposurePlan`
+        The exposure.
+
+    Returns
+    -------
+    field : `numpy.ndarray`
+        1 + gx·fx + gy·fy at every pixel (fx, fy in mm), shape (height, width).
+    """
+    y, x = np.mgrid[0 : detector.height, 0 : detector.width]
+    fx, fy = detector.pixel_to_focal_plane(x, y)
+    return 1.0 + plan.gradient[0] * fx + plan.gradient[1] * fy
+
+
+def simulate_detector(
+    detector, plan: ExposurePlan, *, seed: int, amplitude: float = 0.1, **kwargs
+) -> SimulatedExposure:
+    """Simulate one detector of one planned exposure.
+
+    Parameters
+    ----------
+    detector : `lsst.skyframes.camera.DetectorGeometry`
+        The detector.
+    plan : `ExposurePlan`
+        The exposure.
+    seed : `int`
+        Base seed; the detector's randomness derives from (seed, exposure, detector),
+        so any subset of detectors simulates identically in any order.
+    amplitude : `float`, optional
+        Sky-frame pattern amplitude.
+    **kwargs
+        Passed to `simulate_exposure` (n_stars, n_galaxies, psf_sigma, bad_columns...).
+
+    Returns
+    -------
+    exposure : `SimulatedExposure`
+    """
+    rng = np.random.default_rng([seed, plan.exposure_id, detector.id])
+    kwargs.setdefault("bad_columns", (detector.width // 3 + detector.id,))
+    return simulate_exposure(
+        detector.width,
+        detector.height,
+        plan.sky_level,
+        detector_pattern(detector.id, amplitude=amplitude),
+        rng,
+        large_scale=large_scale_field(detector, plan),
+        **kwargs,
+    )
+
+
+def exposure_header(detector, plan: ExposurePlan) -> dict[str, object]:
+    """Return the header cards ingest reads for a simulated detector image."""
+    return {
+        "EXPID": plan.exposure_id,
+        "DETECTOR": detector.id,
+        "FILTER": plan.physical_filter,
+        "DATE-OBS": plan.obs_start,
+        "EXPTIME": plan.exposure_time,
+        "SKYLEVEL": plan.sky_level,
+    }

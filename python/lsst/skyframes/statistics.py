@@ -6,6 +6,9 @@ afw background model and ``statisticsStack`` rely on:
 - `binned_statistics`: one statistic per rectangular bin of an image, the
   input of a binned background model;
 - `box_statistic`: one statistic of one box of pixels;
+- `labelled_statistics`: one statistic per group of pixels sharing a label,
+  for bins that are not rectangles in the image (a rotated detector binned on
+  a focal-plane grid);
 - `stack_statistics`: one statistic per pixel across a stack of images.
 
 Masked pixels and non-finite pixels (NaN, ±inf) are ignored everywhere. All
@@ -27,6 +30,7 @@ __all__ = [
     "bin_edges",
     "binned_statistics",
     "box_statistic",
+    "labelled_statistics",
     "stack_statistics",
     "stringToStatisticsProperty",
 ]
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from .errors import BoxMismatchError, NoDataError, UnsupportedStyleError
 from .mask_planes import LEGACY_PLANE_ALIASES
@@ -558,6 +562,84 @@ def _binned_kernel(
 
 
 @njit(cache=True, parallel=True)
+def _label_counts(
+    array: np.ndarray, bad: np.ndarray, has_bad: bool, labels: np.ndarray, n_labels: int, n_chunks: int
+) -> tuple[np.ndarray, int]:
+    """Count the good values of each label in each of ``n_chunks`` equal
+    chunks of the (flat) pixels, in parallel over chunks.
+
+    Returns the ``(n_chunks, n_labels)`` counts and the largest label seen
+    (``-1`` if none), so the caller can reject labels ``>= n_labels``, which
+    are not counted.
+    """
+    size = array.shape[0]
+    counts = np.zeros((n_chunks, n_labels), dtype=np.int64)
+    largest = np.full(n_chunks, -1, dtype=np.int64)
+    for c in prange(n_chunks):
+        for p in range(c * size // n_chunks, (c + 1) * size // n_chunks):
+            label = labels[p]
+            if label < 0:
+                continue
+            if label > largest[c]:
+                largest[c] = label
+            if label >= n_labels:
+                continue
+            v = np.float64(array[p])
+            if math.isfinite(v) and not (has_bad and bad[p]):
+                counts[c, label] += 1
+    return counts, largest.max()
+
+
+@njit(cache=True, parallel=True)
+def _label_scatter(
+    array: np.ndarray, bad: np.ndarray, has_bad: bool, labels: np.ndarray, starts: np.ndarray, total: int
+) -> np.ndarray:
+    """Return the good values grouped by label (a parallel counting sort).
+
+    ``starts[c, k]`` is where chunk ``c`` writes its first value of label
+    ``k``; chunks follow each other within a label, so every group keeps
+    pixel order, the order in which `_binned_kernel` gathers a bin.
+    """
+    size = array.shape[0]
+    n_chunks = starts.shape[0]
+    buf = np.empty(total, dtype=np.float64)
+    for c in prange(n_chunks):
+        fill = starts[c].copy()
+        for p in range(c * size // n_chunks, (c + 1) * size // n_chunks):
+            label = labels[p]
+            if label < 0:
+                continue
+            v = np.float64(array[p])
+            if math.isfinite(v) and not (has_bad and bad[p]):
+                buf[fill[label]] = v
+                fill[label] += 1
+    return buf
+
+
+@njit(cache=True, parallel=True)
+def _labelled_kernel(
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    code: int,
+    clip: float,
+    n_iter: int,
+    value: np.ndarray,
+    error: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Fill ``value``, ``error`` and ``count`` with the statistic of each
+    label's values ``buf[offsets[k]:offsets[k + 1]]``.
+    """
+    for k in prange(offsets.shape[0] - 1):
+        start = offsets[k]
+        n = offsets[k + 1] - start
+        count[k] = n
+        val, err = _reduce(buf[start : start + n], n, code, clip, n_iter)
+        value[k] = val
+        error[k] = err
+
+
+@njit(cache=True, parallel=True)
 def _stack_kernel(
     stack: np.ndarray,
     bad: np.ndarray,
@@ -772,6 +854,102 @@ def box_statistic(
     edges_y = np.array([0, 1], dtype=np.int64)
     result = binned_statistics(flat, bad, edges_x, edges_y, statistic, clip=clip, n_iter=n_iter)
     return StatsResult(value=result.value[0, 0], error=result.error[0, 0], count=result.count[0, 0])
+
+
+def labelled_statistics(
+    array: npt.ArrayLike,
+    bad: npt.ArrayLike | None,
+    labels: npt.ArrayLike,
+    n_labels: int,
+    statistic: str | Property,
+    clip: float = 3.0,
+    n_iter: int = 3,
+) -> StatsResult:
+    """Compute a statistic of each group of pixels that share a label.
+
+    Parameters
+    ----------
+    array : `numpy.ndarray`
+        Pixels, of any shape; float32 or float64 (other real types are
+        converted to float64).
+    bad : `numpy.ndarray` or `None`
+        Boolean array of the same shape, True for pixels to ignore; `None` if
+        no pixel is masked. Non-finite pixels are always ignored.
+    labels : `numpy.ndarray`
+        Integer array of the same shape: the group of each pixel, in
+        ``[0, n_labels)``; a negative label leaves the pixel out.
+    n_labels : `int`
+        Number of groups.
+    statistic : `str` or `Property`
+        ``MEAN``, ``MEDIAN`` or ``MEANCLIP``.
+    clip : `float`, optional
+        Clipping threshold in standard deviations (``MEANCLIP`` only).
+    n_iter : `int`, optional
+        Number of clipping passes (``MEANCLIP`` only).
+
+    Returns
+    -------
+    result : `StatsResult`
+        Arrays of shape ``(n_labels,)``: ``value`` and ``error`` (float64,
+        NaN for a group without good pixels) and ``count`` (int64, good
+        pixels before clipping). The definitions are those of
+        `binned_statistics`; a group holding exactly the pixels of a
+        rectangular bin gives the same numbers as that bin there.
+
+    Raises
+    ------
+    BoxMismatchError
+        Raised if ``bad`` or ``labels`` differ in shape from ``array``.
+    ValueError
+        Raised if ``n_labels`` is negative or a label is ``>= n_labels``.
+    TypeError
+        Raised if ``labels`` is not an integer array.
+    UnsupportedStyleError
+        Raised for an unknown statistic or invalid clipping parameters.
+
+    Notes
+    -----
+    The good values are grouped by a counting sort (two parallel passes
+    over the pixels, each group kept in pixel order), then the groups are
+    reduced in parallel.
+    """
+    prop = stringToStatisticsProperty(statistic)
+    clip, n_iter = _check_clip(clip, n_iter)
+    n_labels = operator.index(n_labels)
+    if n_labels < 0:
+        raise ValueError(f"n_labels must be non-negative; got {n_labels}.")
+    array = _as_float_array(array, "array")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers; got dtype {labels.dtype}.")
+    if labels.shape != array.shape:
+        raise BoxMismatchError(f"labels has shape {labels.shape} but array has shape {array.shape}.")
+    has_bad = bad is not None
+    if has_bad:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.shape != array.shape:
+            raise BoxMismatchError(f"bad has shape {bad.shape} but array has shape {array.shape}.")
+        bad = bad.reshape(-1)
+    else:
+        bad = _dummy_bad(1)
+    if labels.dtype not in (np.int32, np.int64):
+        labels = labels.astype(np.int64)
+    array = array.reshape(-1)
+    labels = labels.reshape(-1)
+    # One chunk per thread: the per-chunk counts cost n_chunks * n_labels.
+    n_chunks = max(1, min(get_num_threads(), array.size))
+    counts, largest = _label_counts(array, bad, has_bad, labels, n_labels, n_chunks)
+    if largest >= n_labels:
+        raise ValueError(f"labels must be below n_labels={n_labels}; found label {largest}.")
+    offsets = np.zeros(n_labels + 1, dtype=np.int64)
+    np.cumsum(counts.sum(axis=0), out=offsets[1:])
+    starts = offsets[:-1] + np.cumsum(counts, axis=0) - counts
+    buf = _label_scatter(array, bad, has_bad, labels, starts, int(offsets[-1]))
+    value = np.empty(n_labels, dtype=np.float64)
+    error = np.empty(n_labels, dtype=np.float64)
+    count = np.empty(n_labels, dtype=np.int64)
+    _labelled_kernel(buf, offsets, _CODES[prop], clip, n_iter, value, error, count)
+    return StatsResult(value=value, error=error, count=count)
 
 
 def _as_stack(images: npt.ArrayLike | Sequence[npt.ArrayLike], what: str) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""What a perfect sky-frame build would produce from simulated data.
+
+A built sky frame is the residual after the large-scale focal-plane model, in
+units of the sky level, so it is the injected detector pattern minus whatever
+part of it the large-scale model absorbs.  The reference for scoring a build is
+therefore the same chain applied to the noiseless, object-free sky of every
+exposure (`noiseless_sky_frames`): any difference from it comes from noise,
+objects and masking, and should be consistent with the expected noise
+(`expected_noise`).  The components themselves (focal-plane model, binning,
+combination) are checked against analytic fields in their own tests.
+"""
+
+from __future__ import annotations
+
+__all__ = ["expected_noise", "noiseless_sky_frames"]
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from lsst.images import Image, MaskedImage
+
+from .camera import Camera
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .mask_planes import default_mask_schema
+from .simulate import ExposurePlan, detector_pattern, large_scale_field
+from .statistics import bin_edges, binned_statistics
+
+
+def _noiseless_sky(camera: Camera, plan: ExposurePlan, amplitude: float) -> dict[int, np.ndarray]:
+    return {
+        d.id: plan.sky_level
+        * detector_pattern(d.id, amplitude=amplitude).render(d.width, d.height)
+        * large_scale_field(d, plan)
+        for d in camera
+    }
+
+
+def noiseless_sky_frames(
+    camera: Camera,
+    plans: Sequence[ExposurePlan],
+    *,
+    focal_plane_config: FocalPlaneBackgroundConfig,
+    bin_size: tuple[int, int],
+    amplitude: float = 0.1,
+) -> dict[int, np.ndarray]:
+    """Return the sky frame each detector would get from noiseless data.
+
+    Parameters
+    ----------
+    camera : `Camera`
+        The simulated camera.
+    plans : sequence of `ExposurePlan`
+        The exposures combined.
+    focal_plane_config : `FocalPlaneBackgroundConfig`
+        The resolved large-scale background configuration of the build.
+    bin_size : `tuple` [`int`, `int`]
+        Sky-frame bin size (x, y) in pixels (``SkyMeasurementConfig.background``).
+    amplitude : `float`, optional
+        Pattern amplitude of the simulation.
+
+    Returns
+    -------
+    frames : `dict` [`int`, `numpy.ndarray`]
+        Per detector, the mean over exposures of the binned mean of
+        (sky − large-scale model) / sky level, on the build's bin grid.
+    """
+    sums: dict[int, np.ndarray] = {}
+    for plan in plans:
+        skies = _noiseless_sky(camera, plan, amplitude)
+        images = {
+            d.id: MaskedImage(Image(skies[d.id].astype(np.float32)), mask_schema=default_mask_schema())
+            for d in camera
+        }
+        model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
+        for d in camera:
+            model.addCcd(images[d.id], d)
+        stats = model.getStatsImage()
+        scale = float(np.median(stats[np.isfinite(stats)]))
+        for d in camera:
+            residual = (skies[d.id] - model.toCcdBackground(d, images[d.id].bbox).getImage().array) / scale
+            nx = max(int(d.width / bin_size[0] + 0.5), 1)
+            ny = max(int(d.height / bin_size[1] + 0.5), 1)
+            binned = binned_statistics(
+                residual, None, bin_edges(d.width, nx), bin_edges(d.height, ny), "MEAN"
+            )
+            sums[d.id] = sums.get(d.id, 0.0) + binned.value
+    return {key: value / len(plans) for key, value in sums.items()}
+
+
+def expected_noise(plans: Sequence[ExposurePlan], good_fraction: float, bin_shape: tuple[int, int]) -> float:
+    """Return the expected noise of a sky-frame bin, in units of the sky level.
+
+    Parameters
+    ----------
+    plans : sequence of `ExposurePlan`
+        The exposures combined.
+    good_fraction : `float`
+        Fraction of a bin's pixels not masked (objects, bad columns).
+    bin_shape : `tuple` [`int`, `int`]
+        Pixels per bin (x, y).
+
+    Returns
+    -------
+    sigma : `float`
+        Poisson noise of one normalised pixel, sqrt(1/level), averaged over
+        the good pixels of a bin and over the exposures.
+
+    Notes
+    -----
+    The combination is a clipped mean over exposures, so its variance is
+    close to sum_k 1/(level_k N) / n^2 for N good pixels per bin.
+    """
+    n_pixels = good_fraction * bin_shape[0] * bin_shape[1]
+    levels = np.array([plan.sky_level for plan in plans])
+    return float(np.sqrt(np.sum(1.0 / (levels * n_pixels)) / len(levels) ** 2))
