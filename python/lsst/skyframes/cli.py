@@ -1,43 +1,103 @@
-"""The ``skyframes`` command."""
+"""The ``skyframes`` command.
+
+Subcommands: ``create-repo``, ``register``, ``ingest``, ``certify`` (the steps
+around ``pipetask run -p pipelines/BuildSkyFrame.yaml``) and ``demo``.
+"""
 
 from __future__ import annotations
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 import argparse
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_task_demo
+def _create_repo(args: argparse.Namespace) -> int:
+    from .repo import create_repo
 
+    create_repo(args.repo, db_url=args.db)
+    print(f"Repository ready at {args.repo}")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .camera import Camera
+    from .repo import calib_collection, create_repo, register_camera
+
+    camera = Camera.from_yaml(args.camera)
+    butler = create_repo(args.repo) if args.create else _open(args.repo)
+    register_camera(butler, camera)
     print(
-        f"skyframes demo: {args.exposures} synthetic exposures of {args.size}x{args.size} px "
-        f"-> sky frame -> applied to a new exposure (output in {args.output}/)"
+        f"Instrument {camera.instrument!r}: {len(camera)} detectors, {len(camera.filters)} filters "
+        f"registered; camera certified in {calib_collection(camera.instrument)!r}"
     )
-    result = run_task_demo(args.output, n_exposures=args.exposures, size=args.size, seed=args.seed)
-    ratio = result.sky_frame_rms_error / result.sky_frame_expected_noise
-    print()
-    print("Sky frame recovery against truth (normalised units)")
-    print(f"  RMS error of the sky-frame bins   {result.sky_frame_rms_error:.3e}")
-    print(f"  expected noise of the bin means   {result.sky_frame_expected_noise:.3e}")
-    print(f"  ratio (1 = noise-limited)         {ratio:.2f}")
-    print("Applying to a new exposure")
-    print(f"  true sky level                    {result.true_scale:.2f} e-/px")
-    print(
-        f"  fitted scale                      {result.fitted_scale:.2f} "
-        f"({100 * (result.fitted_scale / result.true_scale - 1):+.3f} %)"
+    return 0
+
+
+def _open(repo: str):
+    from lsst.daf.butler import Butler
+
+    return Butler.from_config(repo, writeable=True)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .camera import Camera
+    from .ingest import HeaderKeys, ingest_files
+
+    camera = Camera.from_yaml(args.camera)
+    keys = HeaderKeys(
+        exposure=args.key_exposure,
+        detector=args.key_detector,
+        physical_filter=args.key_filter,
+        obs_start=args.key_date,
+        exposure_time=args.key_exptime,
     )
-    print(
-        f"  large-scale residual RMS before   {result.residual_before:.2f} e-/px "
-        f"({100 * result.residual_before / result.pattern_amplitude:.2f} % of the pattern amplitude)"
+    total = len(args.files)
+    count = 0
+
+    def progress(path: str) -> None:
+        nonlocal count
+        count += 1
+        if count % 25 == 0 or count == total:
+            print(f"  {count}/{total} files", flush=True)
+
+    report = ingest_files(
+        _open(args.repo),
+        camera,
+        args.files,
+        run=args.run,
+        dataset_type=args.dataset_type,
+        keys=keys,
+        progress=progress,
     )
-    print(
-        f"  large-scale residual RMS after    {result.residual_after:.2f} e-/px "
-        f"({100 * result.residual_after / result.pattern_amplitude:.2f} % of the pattern amplitude)"
+    for path, reason in report.failed.items():
+        print(f"FAILED {path}: {reason}", file=sys.stderr)
+    print(f"Ingest into {args.run!r}: {report.summary()}")
+    return 1 if report.failed else 0
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from .certify import certify_calibrations
+
+    n = certify_calibrations(
+        _open(args.repo),
+        args.run,
+        dataset_type=args.dataset_type,
+        collection=args.collection,
+        begin=args.begin,
+        end=args.end,
     )
-    print(f"Figure: {result.figure}")
-    print(f"Done in {result.seconds:.1f} s")
+    print(f"{n} {args.dataset_type!r} datasets newly certified" if n else "Nothing new to certify")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        n_detectors_side=args.detectors, n_exposures=args.exposures, size=args.size, seed=args.seed
+    )
+    run_demo(args.output, settings)
     return 0
 
 
@@ -45,10 +105,64 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``skyframes`` command."""
     parser = argparse.ArgumentParser(prog="skyframes", description="Build, persist and apply sky frames.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="Build and apply a sky frame on synthetic data; print metrics.")
-    demo.add_argument("--output", default="demo", help="Directory for figures (default: demo/).")
-    demo.add_argument("--exposures", type=int, default=20, help="Exposures in the sky frame (default 20).")
-    demo.add_argument("--size", type=int, default=1024, help="Detector size in pixels (default 1024).")
+
+    create = commands.add_parser(
+        "create-repo", help="Create a butler repository that knows skyframes' types."
+    )
+    create.add_argument("repo", help="Repository root.")
+    create.add_argument("--db", default=None, help="Registry database URL (default: SQLite in the repo).")
+    create.set_defaults(func=_create_repo)
+
+    register = commands.add_parser(
+        "register",
+        help="Register a camera's instrument, detectors and filters; store the camera calibration.",
+    )
+    register.add_argument("repo", help="Repository root.")
+    register.add_argument("camera", help="Camera description (YAML).")
+    register.add_argument("--create", action="store_true", help="Create the repository first if needed.")
+    register.set_defaults(func=_register)
+
+    ingest = commands.add_parser("ingest", help="Ingest processed single-detector images.")
+    ingest.add_argument("repo", help="Repository root.")
+    ingest.add_argument("files", nargs="+", help="FITS files (plain, or written by lsst.images).")
+    ingest.add_argument("--camera", required=True, help="Camera description (YAML).")
+    ingest.add_argument("--run", default="skyframes/raw", help="RUN collection (default skyframes/raw).")
+    ingest.add_argument(
+        "--dataset-type", default="post_isr_image", help="Dataset type (default post_isr_image)."
+    )
+    ingest.add_argument("--key-exposure", default="EXPID", help="Header key of the exposure id (EXPID).")
+    ingest.add_argument(
+        "--key-detector", default="DETECTOR", help="Header key of the detector id (DETECTOR)."
+    )
+    ingest.add_argument("--key-filter", default="FILTER", help="Header key of the physical filter (FILTER).")
+    ingest.add_argument(
+        "--key-date", default="DATE-OBS", help="Header key of the start time, ISO UTC (DATE-OBS)."
+    )
+    ingest.add_argument(
+        "--key-exptime", default="EXPTIME", help="Header key of the exposure time, s (EXPTIME)."
+    )
+    ingest.set_defaults(func=_ingest)
+
+    certify = commands.add_parser("certify", help="Certify sky frames into <instrument>/calib.")
+    certify.add_argument("repo", help="Repository root.")
+    certify.add_argument("run", help="Collection holding the sky frames (pipetask's output).")
+    certify.add_argument("--begin", default=None, help="Start of validity, ISO UTC (default unbounded).")
+    certify.add_argument("--end", default=None, help="End of validity, ISO UTC (default unbounded).")
+    certify.add_argument("--dataset-type", default="sky", help="Dataset type (default sky).")
+    certify.add_argument(
+        "--collection", default=None, help="CALIBRATION collection (default <instrument>/calib)."
+    )
+    certify.set_defaults(func=_certify)
+
+    demo = commands.add_parser("demo", help="Build sky frames from synthetic data in a new butler repo.")
+    demo.add_argument(
+        "--output", default="demo", help="Directory for the repo, figures, metrics (default demo/)."
+    )
+    demo.add_argument(
+        "--detectors", type=int, default=3, help="Detectors per side of the camera (default 3)."
+    )
+    demo.add_argument("--exposures", type=int, default=20, help="Exposures (default 20).")
+    demo.add_argument("--size", type=int, default=512, help="Detector size in pixels (default 512).")
     demo.add_argument("--seed", type=int, default=1, help="Simulation seed.")
     demo.set_defaults(func=_demo)
     return parser
@@ -57,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skyframes`` command line."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as err:
+        from .errors import SkyFramesError
+
+        if isinstance(err, SkyFramesError):
+            print(f"skyframes {args.command}: {err}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

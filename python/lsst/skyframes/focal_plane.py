@@ -558,7 +558,7 @@ class FocalPlaneBackground:
         header["YSIZE"] = (float(config.ySize), "bin size in y (mm)")
         header["PIXSIZE"] = (float(config.pixelSize), "pixel size (mm)")
         header["MINFRAC"] = (float(config.minFrac), "minimum good fraction of a bin")
-        header["MASK"] = (",".join(config.mask), "mask planes ignored")
+        header["MASK"] = ",".join(config.mask)  # no comment: long lists use CONTINUE cards
         header["INTERP"] = (config.interpolation, "interpolation style")
         header["DOSMOOTH"] = (bool(config.doSmooth), "smooth before filling bad bins")
         header["SMOOTHSC"] = (float(config.smoothScale), "smoothing sigma (bins)")

@@ -27,6 +27,7 @@ __all__ = [
     "IngestReport",
     "ingest_files",
     "ingest_image",
+    "register_input",
     "read_processed_image",
     "write_processed_fits",
 ]
@@ -200,7 +201,8 @@ def _header_value(header: Mapping[str, Any], key: str, convert: Any, path: str, 
         ) from err
 
 
-def _register(butler: Butler, dataset_type: str, run: str) -> None:
+def register_input(butler: Butler, run: str, dataset_type: str = DEFAULT_DATASET_TYPE) -> None:
+    """Register the input dataset type and RUN collection (harmless if they exist)."""
     butler.registry.registerDatasetType(
         DatasetType(
             dataset_type, ("instrument", "exposure", "detector"), "MaskedImageV2", universe=butler.dimensions
@@ -253,7 +255,7 @@ def ingest_image(
     IngestError
         Raised for an unknown detector or an image of the wrong size.
     """
-    _register(butler, dataset_type, run)
+    register_input(butler, run, dataset_type)
     exposure = _header_value(header, keys.exposure, int, source, "exposure id")
     detector = _header_value(header, keys.detector, int, source, "detector id")
     physical_filter = _header_value(header, keys.physical_filter, str, source, "physical filter")
@@ -320,7 +322,7 @@ def ingest_files(
         Files ingested, already present (skipped), and failed with their
         reasons; a bad file never stops the others.
     """
-    _register(butler, dataset_type, run)
+    register_input(butler, run, dataset_type)
     report = IngestReport()
     for path in files:
         path = os.fspath(path)

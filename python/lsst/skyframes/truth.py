@@ -12,7 +12,7 @@ combination) are checked against analytic fields in their own tests.
 
 from __future__ import annotations
 
-__all__ = ["expected_noise", "noiseless_sky_frames"]
+__all__ = ["expected_noise", "good_pixel_counts", "noiseless_sky_frames"]
 
 from collections.abc import Sequence
 
@@ -24,7 +24,7 @@ from .camera import Camera
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .mask_planes import default_mask_schema
 from .simulate import ExposurePlan, detector_pattern, large_scale_field
-from .statistics import bin_edges, binned_statistics
+from .statistics import bad_pixel_mask, bin_edges, binned_statistics
 
 
 def _noiseless_sky(camera: Camera, plan: ExposurePlan, amplitude: float) -> dict[int, np.ndarray]:
@@ -88,29 +88,58 @@ def noiseless_sky_frames(
     return {key: value / len(plans) for key, value in sums.items()}
 
 
-def expected_noise(plans: Sequence[ExposurePlan], good_fraction: float, bin_shape: tuple[int, int]) -> float:
-    """Return the expected noise of a sky-frame bin, in units of the sky level.
+def good_pixel_counts(image: MaskedImage, bin_size: tuple[int, int], planes: Sequence[str]) -> np.ndarray:
+    """Count the pixels of each sky-frame bin that no listed mask plane flags.
 
     Parameters
     ----------
-    plans : sequence of `ExposurePlan`
-        The exposures combined.
-    good_fraction : `float`
-        Fraction of a bin's pixels not masked (objects, bad columns).
-    bin_shape : `tuple` [`int`, `int`]
-        Pixels per bin (x, y).
+    image : `lsst.images.MaskedImage`
+        An input of the sky-frame build after object masking.
+    bin_size : `tuple` [`int`, `int`]
+        Sky-frame bin size (x, y) in pixels.
+    planes : sequence of `str`
+        Mask planes the binning ignores (``SkyMeasurementConfig.background.mask``).
 
     Returns
     -------
-    sigma : `float`
-        Poisson noise of one normalised pixel, sqrt(1/level), averaged over
-        the good pixels of a bin and over the exposures.
+    counts : `numpy.ndarray`
+        Good pixels per bin, on the build's bin grid.
+    """
+    height, width = image.bbox.shape
+    nx = max(int(width / bin_size[0] + 0.5), 1)
+    ny = max(int(height / bin_size[1] + 0.5), 1)
+    good = ~bad_pixel_mask(image.mask, list(planes))
+    x_edges, y_edges = bin_edges(width, nx), bin_edges(height, ny)
+    fraction = binned_statistics(good.astype(np.float32), None, x_edges, y_edges, "MEAN").value
+    return fraction * np.diff(y_edges)[:, None] * np.diff(x_edges)[None, :]
+
+
+def expected_noise(levels: Sequence[float], good_counts: Sequence[np.ndarray]) -> np.ndarray:
+    """Return the expected noise of each sky-frame bin, in units of the sky level.
+
+    Parameters
+    ----------
+    levels : sequence of `float`
+        Sky level of each exposure combined.
+    good_counts : sequence of `numpy.ndarray`
+        Good pixels per bin of each exposure (`good_pixel_counts`).
+
+    Returns
+    -------
+    sigma : `numpy.ndarray`
+        Per bin: the Poisson noise of a normalised pixel, sqrt(1/level),
+        averaged over the bin's good pixels and over the exposures that
+        measured the bin: sqrt(sum_k 1/(level_k N_k)) / n.
 
     Notes
     -----
-    The combination is a clipped mean over exposures, so its variance is
-    close to sum_k 1/(level_k N) / n^2 for N good pixels per bin.
+    The combination is a clipped mean over exposures; its variance is close
+    to that of the plain mean for Gaussian noise.
     """
-    n_pixels = good_fraction * bin_shape[0] * bin_shape[1]
-    levels = np.array([plan.sky_level for plan in plans])
-    return float(np.sqrt(np.sum(1.0 / (levels * n_pixels)) / len(levels) ** 2))
+    information = np.zeros_like(good_counts[0], dtype=np.float64)
+    used = np.zeros_like(information)
+    for level, counts in zip(levels, good_counts, strict=True):
+        measured = counts > 0
+        information += np.where(measured, 1.0 / (level * np.maximum(counts, 1)), 0.0)
+        used += measured
+    return np.sqrt(information) / np.maximum(used, 1)

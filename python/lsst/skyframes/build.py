@@ -1,0 +1,488 @@
+"""The four PipelineTasks that build a sky frame (the Rubin cp_pipe ``cpSky`` steps).
+
+- `CpSkyImageTask` (instrument, physical_filter, exposure, detector): processed
+  image -> object-masked image and a focal-plane background of that detector;
+- `CpSkyScaleMeasureTask` (instrument, physical_filter, exposure): detectors'
+  focal-plane backgrounds -> merged background and the sky level (scale);
+- `CpSkySubtractBackgroundTask` (instrument, physical_filter, exposure,
+  detector): masked image, merged background, scale -> normalised residual
+  background;
+- `CpSkyCombineTask` (instrument, physical_filter, detector): residual
+  backgrounds of every exposure -> the ``sky`` calibration.
+
+``runQuantum`` only unpacks inputs and packs outputs; ``run`` calls plain
+functions and Task methods, so every step runs in a notebook without a butler.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CpSkyCombineConfig",
+    "CpSkyCombineTask",
+    "CpSkyImageConfig",
+    "CpSkyImageTask",
+    "CpSkyScaleMeasureConfig",
+    "CpSkyScaleMeasureTask",
+    "CpSkySubtractBackgroundConfig",
+    "CpSkySubtractBackgroundTask",
+    "SkyFocalPlaneConfig",
+    "resolve_focal_plane_config",
+]
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lsst.images import MaskedImage
+from lsst.pex.config import ConfigField, ConfigurableField, Field, ListField
+from lsst.pipe.base import (
+    PipelineTask,
+    PipelineTaskConfig,
+    PipelineTaskConnections,
+    Struct,
+)
+from lsst.pipe.base import connectionTypes as cT
+
+from .background import BackgroundList
+from .camera import Camera, DetectorGeometry
+from .errors import NoDataError
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .images import image_and_mask
+from .masking import MaskObjectsTask
+from .sky_measurement import SkyMeasurementTask
+from .statistics import bad_pixel_mask
+
+# ---------------------------------------------------------------------------------------------------------
+# Focal-plane configuration resolved from the camera
+# ---------------------------------------------------------------------------------------------------------
+
+
+class SkyFocalPlaneConfig(FocalPlaneBackgroundConfig):
+    """`FocalPlaneBackgroundConfig` whose sizes may come from the camera.
+
+    ``xSize``, ``ySize`` and ``pixelSize`` left as `None` are filled in by
+    `resolve_focal_plane_config`: bins one detector wide and high, in the
+    camera's pixel size.
+    """
+
+    xSize = Field[float](
+        doc="Bin size in x (focal-plane mm); None: the widest detector's width.", default=None, optional=True
+    )
+    ySize = Field[float](
+        doc="Bin size in y (focal-plane mm); None: the tallest detector's height.",
+        default=None,
+        optional=True,
+    )
+    pixelSize = Field[float](
+        doc="Pixel size (focal-plane mm); None: the camera's most common pixel size.",
+        default=None,
+        optional=True,
+    )
+
+    def validate(self) -> None:
+        # Check every other field; unset sizes are resolved against the camera at run time.
+        resolved = FocalPlaneBackgroundConfig()
+        for name in resolved._fields:
+            value = getattr(self, name)
+            setattr(resolved, name, value if value is not None else 1.0)
+        resolved.validate()
+
+
+def resolve_focal_plane_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of ``config`` with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Configuration with possibly `None` ``xSize``, ``ySize``, ``pixelSize``.
+    camera : `Camera`
+        Camera whose detectors set the defaults: the largest detector width
+        and height in millimetres, and the most common pixel size.
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is not modified.
+    """
+    resolved = FocalPlaneBackgroundConfig()
+    for name in resolved._fields:
+        setattr(resolved, name, getattr(config, name))
+    detectors = list(camera)
+    sizes = [d.pixel_size_mm for d in detectors]
+    if resolved.pixelSize is None:
+        resolved.pixelSize = max(set(sizes), key=sizes.count)
+    if resolved.xSize is None:
+        resolved.xSize = max(d.width * d.pixel_size_mm for d in detectors)
+    if resolved.ySize is None:
+        resolved.ySize = max(d.height * d.pixel_size_mm for d in detectors)
+    resolved.validate()
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Step 1: mask objects, one-detector focal-plane background
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CpSkyImageConnections(
+    PipelineTaskConnections, dimensions=("instrument", "physical_filter", "exposure", "detector")
+):
+    inputExp = cT.Input(
+        name="post_isr_image",
+        doc="Processed single-detector image (e.g. after ISR).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    camera = cT.PrerequisiteInput(
+        name="camera",
+        doc="Camera geometry.",
+        storageClass="SkyCamera",
+        dimensions=("instrument",),
+        isCalibration=True,
+    )
+    maskedExp = cT.Output(
+        name="cpSkyMaskedIsrExp",
+        doc="Image with objects masked and replaced by a smooth background.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    maskedBkg = cT.Output(
+        name="cpSkyDetectorBackground",
+        doc="Focal-plane background of this detector alone.",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+
+
+class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnections):
+    """Configuration of `CpSkyImageTask`."""
+
+    maskList = ListField[str](
+        doc="Mask planes whose pixels are replaced by the smooth background after object masking.",
+        default=["DETECTED", "BAD", "NO_DATA", "SAT"],
+    )
+    largeScaleBackground = ConfigField[SkyFocalPlaneConfig](
+        doc="Large-scale focal-plane background (sizes default to one detector, from the camera).",
+        dtype=SkyFocalPlaneConfig,
+    )
+    maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object masking.")
+
+    def setDefaults(self) -> None:
+        super().setDefaults()
+        # Keep DETECTED set after the masked pixels are replaced by the 256-px
+        # model. The sky-frame statistics ignore DETECTED, so the replaced
+        # pixels (which carry a smoothed pattern) do not enter the sky frame;
+        # clearing it, as MaskObjectsTask does by default, biased 256-px test
+        # detectors by ~15 sigma per bin.
+        self.maskObjects.clearDetected = False
+
+
+class CpSkyImageTask(PipelineTask):
+    """Mask objects in one detector image and bin it onto the focal plane."""
+
+    ConfigClass = CpSkyImageConfig
+    _DefaultName = "cpSkyImage"
+    config: CpSkyImageConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.makeSubtask("maskObjects")
+
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        inputs = butlerQC.get(inputRefs)
+        detector = inputs["camera"][butlerQC.quantum.dataId["detector"]]
+        outputs = self.run(inputExp=inputs["inputExp"], camera=inputs["camera"], detector=detector)
+        butlerQC.put(outputs, outputRefs)
+
+    def run(self, inputExp: MaskedImage, camera: Camera, detector: DetectorGeometry) -> Struct:
+        """Mask objects and measure this detector's focal-plane background.
+
+        Parameters
+        ----------
+        inputExp : `lsst.images.MaskedImage`
+            Processed image of ``detector``; modified in place.
+        camera : `Camera`
+            Camera geometry (sets the focal-plane grid).
+        detector : `DetectorGeometry`
+            The detector ``inputExp`` belongs to.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``maskedExp`` (the masked image) and ``maskedBkg`` (a
+            `FocalPlaneBackground` holding only this detector).
+        """
+        _, mask = image_and_mask(inputExp)
+        if mask is not None and bad_pixel_mask(mask, list(self.config.maskList)).all():
+            # Nothing to detect on; the focal-plane accumulation skips it anyway.
+            self.log.warning("Detector %s is fully masked; skipping object masking.", detector.name)
+        else:
+            self.maskObjects.run(inputExp, list(self.config.maskList))
+        config = resolve_focal_plane_config(self.config.largeScaleBackground, camera)
+        background = FocalPlaneBackground.fromCamera(config, camera)
+        background.addCcd(inputExp, detector)
+        return Struct(maskedExp=inputExp, maskedBkg=background)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Step 2a: merge per exposure, measure the sky level
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CpSkyScaleMeasureConnections(
+    PipelineTaskConnections, dimensions=("instrument", "physical_filter", "exposure")
+):
+    inputBkgs = cT.Input(
+        name="cpSkyDetectorBackground",
+        doc="Focal-plane backgrounds of each detector.",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+    outputBkg = cT.Output(
+        name="cpSkyExpBackground",
+        doc="Focal-plane background of the whole exposure.",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure"),
+    )
+    outputScale = cT.Output(
+        name="cpSkyExpScale",
+        doc="Sky level of the exposure: median of the merged focal-plane background.",
+        storageClass="StructuredDataDict",
+        dimensions=("instrument", "exposure"),
+    )
+
+
+class CpSkyScaleMeasureConfig(PipelineTaskConfig, pipelineConnections=CpSkyScaleMeasureConnections):
+    """Configuration of `CpSkyScaleMeasureTask`."""
+
+
+class CpSkyScaleMeasureTask(PipelineTask):
+    """Merge the detectors' focal-plane backgrounds and measure the sky level."""
+
+    ConfigClass = CpSkyScaleMeasureConfig
+    _DefaultName = "cpSkyScaleMeasure"
+
+    def run(self, inputBkgs: Sequence[FocalPlaneBackground]) -> Struct:
+        """Merge focal-plane backgrounds and take the median as the scale.
+
+        Parameters
+        ----------
+        inputBkgs : sequence of `FocalPlaneBackground`
+            One per detector of the exposure.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``outputBkg`` (merged background) and ``outputScale`` (a dict
+            with ``scale``, the median of the merged stats image).
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if there are no inputs or the sky level is not positive.
+        """
+        if not inputBkgs:
+            raise NoDataError("cpSkyScaleMeasure got no focal-plane backgrounds for this exposure.")
+        background = inputBkgs[0].clone()
+        for other in inputBkgs[1:]:
+            background.merge(other)
+        stats = background.getStatsImage()
+        scale = float(np.median(stats[np.isfinite(stats)]))
+        if not (np.isfinite(scale) and scale > 0):
+            raise NoDataError(
+                f"cpSkyScaleMeasure: the exposure's sky level is {scale}; sky frames need exposures with "
+                "positive sky (check the input collection for biases or darks)."
+            )
+        self.log.info(
+            "Focal-plane background min/max %.3f/%.3f; scale %.3f", np.nanmin(stats), np.nanmax(stats), scale
+        )
+        return Struct(outputBkg=background, outputScale={"scale": scale, "nDetectors": len(inputBkgs)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Step 2b: subtract the large-scale model, normalise, bin
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CpSkySubtractBackgroundConnections(
+    PipelineTaskConnections, dimensions=("instrument", "physical_filter", "exposure", "detector")
+):
+    inputExp = cT.Input(
+        name="cpSkyMaskedIsrExp",
+        doc="Object-masked image.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    inputBkg = cT.Input(
+        name="cpSkyExpBackground",
+        doc="Focal-plane background of the exposure.",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure"),
+    )
+    inputScale = cT.Input(
+        name="cpSkyExpScale",
+        doc="Sky level of the exposure.",
+        storageClass="StructuredDataDict",
+        dimensions=("instrument", "exposure"),
+    )
+    camera = cT.PrerequisiteInput(
+        name="camera",
+        doc="Camera geometry.",
+        storageClass="SkyCamera",
+        dimensions=("instrument",),
+        isCalibration=True,
+    )
+    outputBkg = cT.Output(
+        name="cpSkyExpResidualBackground",
+        doc="Binned residual background in units of the sky level.",
+        storageClass="SkyBackgroundList",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+
+
+class CpSkySubtractBackgroundConfig(
+    PipelineTaskConfig, pipelineConnections=CpSkySubtractBackgroundConnections
+):
+    """Configuration of `CpSkySubtractBackgroundTask`."""
+
+    sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky measurement (binning of the residual).")
+
+
+class CpSkySubtractBackgroundTask(PipelineTask):
+    """Subtract the large-scale model, divide by the sky level, bin the residual."""
+
+    ConfigClass = CpSkySubtractBackgroundConfig
+    _DefaultName = "cpSkySubtractBackground"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.makeSubtask("sky")
+
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        inputs = butlerQC.get(inputRefs)
+        detector = inputs.pop("camera")[butlerQC.quantum.dataId["detector"]]
+        outputs = self.run(**inputs, detector=detector)
+        butlerQC.put(outputs, outputRefs)
+
+    def run(
+        self,
+        inputExp: MaskedImage,
+        inputBkg: FocalPlaneBackground,
+        inputScale: dict[str, float],
+        detector: DetectorGeometry,
+    ) -> Struct:
+        """Return the normalised residual background of one detector.
+
+        Parameters
+        ----------
+        inputExp : `lsst.images.MaskedImage`
+            Object-masked image; modified in place (model subtracted,
+            divided by the scale).
+        inputBkg : `FocalPlaneBackground`
+            The exposure's merged focal-plane background.
+        inputScale : `dict`
+            ``{"scale": sky level}``.
+        detector : `DetectorGeometry`
+            The detector of ``inputExp``.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``outputBkg``: `measureBackground` of the normalised residual.
+        """
+        scale = float(inputScale["scale"])
+        pixels, _ = image_and_mask(inputExp)
+        model = inputBkg.toCcdBackground(detector, pixels.bbox)
+        pixels.array -= model.getImage().array
+        pixels.array /= scale
+        return Struct(outputBkg=self.sky.measureBackground(inputExp))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Step 3: combine exposures into the sky frame
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CpSkyCombineConnections(
+    PipelineTaskConnections, dimensions=("instrument", "physical_filter", "detector")
+):
+    inputBkgs = cT.Input(
+        name="cpSkyExpResidualBackground",
+        doc="Normalised residual backgrounds of every exposure.",
+        storageClass="SkyBackgroundList",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+    outputCalib = cT.Output(
+        name="sky",
+        doc="Sky frame: combined residual background, in units of the sky level.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+    )
+
+
+class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineConnections):
+    """Configuration of `CpSkyCombineTask`."""
+
+    sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky measurement (combination).")
+    minExposures = Field[int](
+        doc="Fewest exposures a sky frame may be built from (HSC guidance: 20 at least, 50 ideally).",
+        default=1,
+        check=lambda n: n >= 1,
+    )
+
+
+class CpSkyCombineTask(PipelineTask):
+    """Combine the exposures' residual backgrounds into the ``sky`` calibration."""
+
+    ConfigClass = CpSkyCombineConfig
+    _DefaultName = "cpSkyCombine"
+    config: CpSkyCombineConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.makeSubtask("sky")
+
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        inputs = butlerQC.get(inputRefs)
+        exposures = [ref.dataId["exposure"] for ref in inputRefs.inputBkgs]
+        outputs = self.run(inputBkgs=inputs["inputBkgs"], exposureIds=exposures)
+        butlerQC.put(outputs, outputRefs)
+
+    def run(self, inputBkgs: Sequence[BackgroundList], exposureIds: Sequence[int] = ()) -> Struct:
+        """Average the residual backgrounds into a sky frame.
+
+        Parameters
+        ----------
+        inputBkgs : sequence of `BackgroundList`
+            One single-element list per exposure.
+        exposureIds : sequence of `int`, optional
+            Exposure ids of the inputs, recorded in the metadata.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``outputCalib``: the sky frame, with metadata ``OBSTYPE = SKY``,
+            ``CALIB_CREATION_DATE``/``TIME``, ``SKY_NINPUTS`` and the input
+            exposure ids ``SKY_INPUT_<i>``.
+        """
+        if len(inputBkgs) < self.config.minExposures:
+            raise NoDataError(
+                f"cpSkyCombine has {len(inputBkgs)} exposures; at least {self.config.minExposures} are "
+                "configured (minExposures). Add exposures or lower the threshold."
+            )
+        sky = self.sky.averageBackgrounds(inputBkgs)
+        now = datetime.datetime.now(datetime.UTC)
+        sky.metadata["OBSTYPE"] = "SKY"
+        sky.metadata["CALIB_CREATION_DATE"] = now.date().isoformat()
+        sky.metadata["CALIB_CREATION_TIME"] = now.time().isoformat(timespec="seconds")
+        sky.metadata["SKY_NINPUTS"] = len(inputBkgs)
+        for index, exposure in enumerate(sorted(exposureIds)):
+            sky.metadata[f"SKY_INPUT_{index}"] = int(exposure)
+        return Struct(outputCalib=sky)

@@ -1,0 +1,111 @@
+"""The whole build chain through the real ``pipetask run`` command line."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lsst.daf.butler import Butler
+
+from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.camera import make_synthetic_camera
+from lsst.skyframes.ingest import ingest_image
+from lsst.skyframes.repo import calib_collection, create_repo, register_camera
+from lsst.skyframes.simulate import exposure_header, plan_exposures, simulate_detector
+from lsst.skyframes.sky_measurement import SkyMeasurementConfig
+from lsst.skyframes.truth import expected_noise, good_pixel_counts, noiseless_sky_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "pipelines" / "BuildSkyFrame.yaml"
+SEED = 11
+
+
+def _bin(name: str) -> str:
+    # The console scripts live beside the interpreter running the tests.
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("build")
+    root = str(tmp / "repo")
+    camera = make_synthetic_camera(n_x=2, n_y=2, size=256, gap_px=32)
+    butler = create_repo(root)
+    register_camera(butler, camera)
+    plans = plan_exposures(10, camera.physical_filters[0], seed=SEED)
+    for plan in plans:
+        for detector in camera:
+            simulated = simulate_detector(detector, plan, seed=SEED, n_stars=40, n_galaxies=8)
+            ingest_image(
+                butler, camera, simulated.image, exposure_header(detector, plan), source="sim", run="raw"
+            )
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    inputs = f"raw,{calib_collection(camera.instrument)}"
+    run = [_bin("pipetask"), "run", "-b", root, "-i", inputs, "-o", "skybuild", "-p", str(PIPELINE)]
+    result = subprocess.run([*run, "--register-dataset-types"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    certify = [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"]
+    result = subprocess.run(certify, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "4 'sky' datasets newly certified" in result.stdout
+    return camera, root, plans
+
+
+def test_sky_frames_match_truth_within_noise(built):
+    camera, root, plans = built
+    butler = Butler.from_config(root)
+    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    truth = noiseless_sky_frames(camera, plans, focal_plane_config=fp_config, bin_size=(32, 32))
+    planes = SkyMeasurementConfig().background.mask
+    # Look the calibration up the way a later science exposure would: by its data ID and time.
+    later = plans[-1].exposure_id
+    for detector in camera:
+        sky = butler.get(
+            "sky",
+            instrument=camera.instrument,
+            exposure=later,
+            detector=detector.id,
+            collections=[calib_collection(camera.instrument), "raw"],
+        )
+        assert sky.metadata["OBSTYPE"] == "SKY"
+        assert sky.metadata["SKY_NINPUTS"] == len(plans)
+        assert sky.metadata["BOX.MAXX"] == detector.width - 1
+        # Expected noise from the pixels the build actually used (after its object masking).
+        counts = [
+            good_pixel_counts(
+                butler.get(
+                    "cpSkyMaskedIsrExp",
+                    instrument=camera.instrument,
+                    exposure=plan.exposure_id,
+                    detector=detector.id,
+                    collections="skybuild",
+                ),
+                (32, 32),
+                planes,
+            )
+            for plan in plans
+        ]
+        noise = expected_noise([plan.sky_level for plan in plans], counts)
+        error = sky.image.array - truth[detector.id]
+        # Light of faint galaxy wings outside the detection footprints raises every bin a
+        # little: bound that offset (as a fraction of the sky) apart from the pattern's error.
+        offset = float(error.mean())
+        assert abs(offset) < 2e-3, (detector.name, offset)
+        rms = float(np.sqrt(np.mean(((error - offset) / noise) ** 2)))
+        assert rms < 3, (detector.name, rms)
+        # The pattern itself is far above the noise, so this is not a vacuous comparison.
+        assert np.std(truth[detector.id]) > 10 * noise.mean()
+
+
+def test_certify_twice_is_harmless(built):
+    camera, root, _ = built
+    result = subprocess.run(
+        [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "Nothing new to certify" in result.stdout
