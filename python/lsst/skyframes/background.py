@@ -20,6 +20,7 @@ __all__ = [
     "BackgroundList",
     "BackgroundMI",
     "makeBackground",
+    "single_background_list",
 ]
 
 import enum
@@ -611,3 +612,23 @@ class BackgroundList:
                 for bg, interp, under, approx, ox, oy, w in legacy
             )
         )
+
+
+def single_background_list(background: BackgroundMI, style: Interpolate) -> BackgroundList:
+    """Return a one-element `BackgroundList` the way the Rubin tasks build them.
+
+    Parameters
+    ----------
+    background : `BackgroundMI`
+        The background.
+    style : `Interpolate`
+        Its interpolation style.
+
+    Returns
+    -------
+    bgList : `BackgroundList`
+        ``(background, style, REDUCE_INTERP_ORDER, UNKNOWN, 0, 0, False)``.
+    """
+    return BackgroundList(
+        (background, style, UndersampleStyle.REDUCE_INTERP_ORDER, ApproximateControl.UNKNOWN, 0, 0, False)
+    )

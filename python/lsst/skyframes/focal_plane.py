@@ -39,7 +39,7 @@ from scipy.ndimage import gaussian_filter
 from lsst.images import Image, Mask, MaskedImage
 from lsst.pex.config import ChoiceField, Config, Field, ListField, RangeField
 
-from .background import ApproximateControl, BackgroundControl, BackgroundList, BackgroundMI
+from .background import BackgroundControl, BackgroundList, BackgroundMI, single_background_list
 from .errors import BackgroundFileError, BoxMismatchError, NoDataError
 from .images import image_and_mask
 from .interpolate import (
@@ -518,17 +518,7 @@ class FocalPlaneBackground:
         )
         style = stringToInterpStyle(self.config.interpolation)
         control = BackgroundControl(style, nbx, nby, UndersampleStyle.REDUCE_INTERP_ORDER)
-        return BackgroundList(
-            (
-                BackgroundMI(bbox, stats_image, control),
-                style,
-                UndersampleStyle.REDUCE_INTERP_ORDER,
-                ApproximateControl.UNKNOWN,
-                0,
-                0,
-                False,
-            )
-        )
+        return single_background_list(BackgroundMI(bbox, stats_image, control), style)
 
     # --- Persistence ----------------------------------------------------------
 

@@ -9,7 +9,13 @@ place of afw's.
 
 from __future__ import annotations
 
-__all__ = ["BackgroundConfig", "SkyMeasurementConfig", "SkyMeasurementTask", "SkyStatsConfig"]
+__all__ = [
+    "BackgroundConfig",
+    "SkyMeasurementConfig",
+    "SkyMeasurementTask",
+    "SkyStatsConfig",
+    "measurement_bin_edges",
+]
 
 from collections.abc import Sequence
 from typing import Any
@@ -21,11 +27,24 @@ from lsst.pex.config import ChoiceField, Config, ConfigField, ListField, RangeFi
 from lsst.pipe.base import Task
 from lsst.utils.timer import timeMethod
 
-from .background import ApproximateControl, BackgroundControl, BackgroundList, BackgroundMI, makeBackground
+from .background import (
+    BackgroundControl,
+    BackgroundList,
+    BackgroundMI,
+    makeBackground,
+    single_background_list,
+)
 from .errors import BoxMismatchError, MissingMetadataError, NoDataError
 from .images import image_and_mask, require_same_bbox
 from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
-from .statistics import Property, StatisticsControl, bad_pixel_mask, binned_statistics, stack_statistics
+from .statistics import (
+    Property,
+    StatisticsControl,
+    bad_pixel_mask,
+    bin_edges,
+    binned_statistics,
+    stack_statistics,
+)
 
 _STATISTICS = {
     "MEANCLIP": "Clipped mean: median/IQR first pass, then mean/sigma passes.",
@@ -90,6 +109,25 @@ class SkyMeasurementConfig(Config):
     stats = ConfigField[SkyStatsConfig](doc="Statistics of the sample boxes.", dtype=SkyStatsConfig)
 
 
+def measurement_bin_edges(length: int, bin_size: int) -> np.ndarray:
+    """Return the bin edges `SkyMeasurementTask.measureBackground` uses along one axis.
+
+    Parameters
+    ----------
+    length : `int`
+        Image size along the axis.
+    bin_size : `int`
+        Configured bin size.
+
+    Returns
+    -------
+    edges : `numpy.ndarray`
+        afw's layout of ``max(int(length/bin_size + 0.5), 1)`` bins (rounded
+        half up, unlike the ceiling used elsewhere in the Rubin pipelines).
+    """
+    return bin_edges(length, max(int(length / bin_size + 0.5), 1))
+
+
 def _algorithm_style(algorithm: str | None) -> Interpolate:
     return Interpolate.UNKNOWN if algorithm is None else stringToInterpStyle(algorithm)
 
@@ -129,19 +167,6 @@ class SkyMeasurementTask(Task):
     _DefaultName = "skyMeasurement"
     config: SkyMeasurementConfig
 
-    def _background_list(self, background: BackgroundMI) -> BackgroundList:
-        return BackgroundList(
-            (
-                background,
-                _algorithm_style(self.config.background.algorithm),
-                UndersampleStyle.REDUCE_INTERP_ORDER,
-                ApproximateControl.UNKNOWN,
-                0,
-                0,
-                False,
-            )
-        )
-
     @timeMethod
     def measureBackground(self, image: MaskedImage) -> BackgroundList:
         """Measure a binned background of an image.
@@ -166,13 +191,13 @@ class SkyMeasurementTask(Task):
         height, width = pixels.bbox.shape
         control = BackgroundControl(
             _algorithm_style(config.algorithm),
-            max(int(width / config.xBinSize + 0.5), 1),
-            max(int(height / config.yBinSize + 0.5), 1),
+            len(measurement_bin_edges(width, config.xBinSize)) - 1,
+            len(measurement_bin_edges(height, config.yBinSize)) - 1,
             UndersampleStyle.REDUCE_INTERP_ORDER,
             StatisticsControl(andMask=list(config.mask)),
             config.statistic,
         )
-        return self._background_list(makeBackground(image, control))
+        return single_background_list(makeBackground(image, control), control.getInterpStyle())
 
     @timeMethod
     def averageBackgrounds(self, bgList: Sequence[BackgroundList]) -> MaskedImage:
@@ -302,17 +327,7 @@ class SkyMeasurementTask(Task):
         style = _algorithm_style(None if algorithm == "NONE" else algorithm)
         ny, nx = bgExp.bbox.shape
         control = BackgroundControl(style, nx, ny, UndersampleStyle.REDUCE_INTERP_ORDER)
-        return BackgroundList(
-            (
-                BackgroundMI(bbox, bgExp, control),
-                style,
-                UndersampleStyle.REDUCE_INTERP_ORDER,
-                ApproximateControl.UNKNOWN,
-                0,
-                0,
-                False,
-            )
-        )
+        return single_background_list(BackgroundMI(bbox, bgExp, control), style)
 
     @timeMethod
     def measureScale(

@@ -24,7 +24,8 @@ from .camera import Camera
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .mask_planes import default_mask_schema
 from .simulate import ExposurePlan, detector_pattern, large_scale_field
-from .statistics import bad_pixel_mask, bin_edges, binned_statistics
+from .sky_measurement import measurement_bin_edges
+from .statistics import bad_pixel_mask, binned_statistics
 
 
 def _noiseless_sky(camera: Camera, plan: ExposurePlan, amplitude: float) -> dict[int, np.ndarray]:
@@ -79,11 +80,9 @@ def noiseless_sky_frames(
         scale = float(np.median(stats[np.isfinite(stats)]))
         for d in camera:
             residual = (skies[d.id] - model.toCcdBackground(d, images[d.id].bbox).getImage().array) / scale
-            nx = max(int(d.width / bin_size[0] + 0.5), 1)
-            ny = max(int(d.height / bin_size[1] + 0.5), 1)
-            binned = binned_statistics(
-                residual, None, bin_edges(d.width, nx), bin_edges(d.height, ny), "MEAN"
-            )
+            x_edges = measurement_bin_edges(d.width, bin_size[0])
+            y_edges = measurement_bin_edges(d.height, bin_size[1])
+            binned = binned_statistics(residual, None, x_edges, y_edges, "MEAN")
             sums[d.id] = sums.get(d.id, 0.0) + binned.value
     return {key: value / len(plans) for key, value in sums.items()}
 
@@ -106,10 +105,9 @@ def good_pixel_counts(image: MaskedImage, bin_size: tuple[int, int], planes: Seq
         Good pixels per bin, on the build's bin grid.
     """
     height, width = image.bbox.shape
-    nx = max(int(width / bin_size[0] + 0.5), 1)
-    ny = max(int(height / bin_size[1] + 0.5), 1)
     good = ~bad_pixel_mask(image.mask, list(planes))
-    x_edges, y_edges = bin_edges(width, nx), bin_edges(height, ny)
+    x_edges = measurement_bin_edges(width, bin_size[0])
+    y_edges = measurement_bin_edges(height, bin_size[1])
     fraction = binned_statistics(good.astype(np.float32), None, x_edges, y_edges, "MEAN").value
     return fraction * np.diff(y_edges)[:, None] * np.diff(x_edges)[None, :]
 
