@@ -12,8 +12,8 @@ from lsst.daf.butler import Butler
 
 from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
 from lsst.skyframes.camera import make_synthetic_camera
-from lsst.skyframes.ingest import ingest_image
-from lsst.skyframes.repo import calib_collection, create_repo, register_camera
+from lsst.skyframes.ingest import write_processed_fits
+from lsst.skyframes.repo import calib_collection
 from lsst.skyframes.simulate import exposure_header, plan_exposures, simulate_detector
 from lsst.skyframes.sky_measurement import SkyMeasurementConfig
 from lsst.skyframes.truth import expected_noise, good_pixel_counts, noiseless_sky_frames
@@ -31,26 +31,33 @@ def _bin(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """Run the README's commands: create-repo, register, ingest, pipetask run, certify."""
     tmp = tmp_path_factory.mktemp("build")
     root = str(tmp / "repo")
     camera = make_synthetic_camera(n_x=2, n_y=2, size=256, gap_px=32)
-    butler = create_repo(root)
-    register_camera(butler, camera)
+    camera_file = tmp / "camera.yaml"
+    camera.to_yaml(camera_file)
     plans = plan_exposures(10, camera.physical_filters[0], seed=SEED)
+    files = []
     for plan in plans:
         for detector in camera:
             simulated = simulate_detector(detector, plan, seed=SEED, n_stars=40, n_galaxies=8)
-            ingest_image(
-                butler, camera, simulated.image, exposure_header(detector, plan), source="sim", run="raw"
-            )
+            path = tmp / f"image_{plan.exposure_id}_{detector.id}.fits"
+            write_processed_fits(path, simulated.image, exposure_header(detector, plan))
+            files.append(str(path))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     inputs = f"raw,{calib_collection(camera.instrument)}"
-    run = [_bin("pipetask"), "run", "-b", root, "-i", inputs, "-o", "skybuild", "-p", str(PIPELINE)]
-    result = subprocess.run([*run, "--register-dataset-types"], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    certify = [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"]
-    result = subprocess.run(certify, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
+    commands = [
+        [_bin("skyframes"), "create-repo", root],
+        [_bin("skyframes"), "register", root, str(camera_file)],
+        [_bin("skyframes"), "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
+        [_bin("pipetask"), "run", "-b", root, "-i", inputs, "-o", "skybuild", "-p", str(PIPELINE)]
+        + ["--register-dataset-types"],
+        [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"],
+    ]
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, (command[:2], result.stdout[-3000:], result.stderr[-5000:])
     assert "4 'sky' datasets newly certified" in result.stdout
     return camera, root, plans
 
