@@ -116,3 +116,55 @@ def test_certify_twice_is_harmless(built):
         text=True,
     )
     assert result.returncode == 0 and "Nothing new to certify" in result.stdout
+
+
+def test_quality_reports_and_figures(built, tmp_path):
+    camera, root, plans = built
+    butler = Butler.from_config(root)
+    for detector in camera:
+        report = butler.get(
+            "sky_quality",
+            instrument=camera.instrument,
+            detector=detector.id,
+            physical_filter=plans[0].physical_filter,
+            collections="skybuild",
+        )
+        assert report["schema_version"] == 1
+        assert sorted(report["inputs_used"]) == [plan.exposure_id for plan in plans]
+        assert report["inputs_rejected"] == []
+        assert 0.0 <= report["nan_filled_fraction"] < 0.05
+        # The combination's own error should be of the order of the Poisson expectation
+        # (10 exposures of ~1000-2500 e-/px, ~600 good pixels per 32-px bin): ~3e-4.
+        assert 1e-4 < report["noise_median"] < 1e-3
+        assert set(report["residual_rms"]) == {str(plan.exposure_id) for plan in plans}
+        assert len(report["noise_map"]) == 8 and len(report["noise_map"][0]) == 8
+    result = subprocess.run(
+        [_bin("skyframes"), "report", root, "--collection", "skybuild", "--output", str(tmp_path / "q.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") >= len(camera) + 2
+    assert (tmp_path / f"q_{plans[0].physical_filter}.png").stat().st_size > 0
+    for args, name in (
+        (["sky"], "fp.png"),
+        (["sky", "--data-id", "detector=1", f"physical_filter={plans[0].physical_filter}"], "one.png"),
+    ):
+        out = tmp_path / name
+        result = subprocess.run(
+            [
+                _bin("skyframes"),
+                "plot",
+                root,
+                *args[:1],
+                "--collection",
+                "skybuild",
+                *args[1:],
+                "--output",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        assert out.stat().st_size > 0

@@ -51,6 +51,7 @@ from .errors import NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
+from .quality import quality_report, select_inputs
 from .sky_measurement import SkyMeasurementTask
 from .statistics import bad_pixel_mask
 
@@ -425,6 +426,12 @@ class CpSkyCombineConnections(
         dimensions=("instrument", "physical_filter", "detector"),
         isCalibration=True,
     )
+    outputQuality = cT.Output(
+        name="sky_quality",
+        doc="Quality report of the sky frame (inputs used/rejected, noise, residuals); JSON.",
+        storageClass="StructuredDataDict",
+        dimensions=("instrument", "physical_filter", "detector"),
+    )
 
 
 class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineConnections):
@@ -456,33 +463,42 @@ class CpSkyCombineTask(PipelineTask):
         butlerQC.put(outputs, outputRefs)
 
     def run(self, inputBkgs: Sequence[BackgroundList], exposureIds: Sequence[int] = ()) -> Struct:
-        """Average the residual backgrounds into a sky frame.
+        """Average the residual backgrounds into a sky frame and report on it.
 
         Parameters
         ----------
         inputBkgs : sequence of `BackgroundList`
             One single-element list per exposure.
         exposureIds : sequence of `int`, optional
-            Exposure ids of the inputs, recorded in the metadata.
+            Exposure ids of the inputs, recorded in the metadata and report.
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
             ``outputCalib``: the sky frame, with metadata ``OBSTYPE = SKY``,
             ``CALIB_CREATION_DATE``/``TIME``, ``SKY_NINPUTS`` and the input
-            exposure ids ``SKY_INPUT_<i>``.
+            exposure ids ``SKY_INPUT_<i>``; ``outputQuality``: the
+            `~lsst.skyframes.quality.quality_report`.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if fewer than ``minExposures`` inputs have a finite bin.
         """
-        if len(inputBkgs) < self.config.minExposures:
+        used, used_ids, rejected = select_inputs(inputBkgs, exposureIds)
+        for entry in rejected:
+            self.log.warning("Rejecting exposure %s: %s", entry["exposure"], entry["reason"])
+        if len(used) < self.config.minExposures:
             raise NoDataError(
-                f"cpSkyCombine has {len(inputBkgs)} exposures; at least {self.config.minExposures} are "
-                "configured (minExposures). Add exposures or lower the threshold."
+                f"cpSkyCombine has {len(used)} usable exposures ({len(rejected)} rejected); at least "
+                f"{self.config.minExposures} are configured (minExposures). Add exposures or lower it."
             )
-        sky = self.sky.averageBackgrounds(inputBkgs)
+        sky = self.sky.averageBackgrounds(used)
         now = datetime.datetime.now(datetime.UTC)
         sky.metadata["OBSTYPE"] = "SKY"
         sky.metadata["CALIB_CREATION_DATE"] = now.date().isoformat()
         sky.metadata["CALIB_CREATION_TIME"] = now.time().isoformat(timespec="seconds")
-        sky.metadata["SKY_NINPUTS"] = len(inputBkgs)
-        for index, exposure in enumerate(sorted(exposureIds)):
+        sky.metadata["SKY_NINPUTS"] = len(used)
+        for index, exposure in enumerate(sorted(used_ids)):
             sky.metadata[f"SKY_INPUT_{index}"] = int(exposure)
-        return Struct(outputCalib=sky)
+        return Struct(outputCalib=sky, outputQuality=quality_report(sky, used, used_ids, rejected))

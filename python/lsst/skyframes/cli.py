@@ -91,6 +91,32 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    from .report import format_quality_table, load_quality, write_quality_figure
+
+    butler = Butler.from_config(args.repo)
+    print(format_quality_table(load_quality(butler, args.collection)))
+    for path in write_quality_figure(butler, args.collection, args.output):
+        print(f"Figure: {path}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from lsst.daf.butler import Butler
+
+    from .report import plot_dataset
+
+    data_id: dict[str, object] = {}
+    for item in args.data_id:
+        key, _, value = item.partition("=")
+        data_id[key] = int(value) if value.lstrip("-").isdigit() else value
+    path = plot_dataset(Butler.from_config(args.repo), args.dataset, args.collection, data_id, args.output)
+    print(f"Figure: {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
 
@@ -153,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--collection", default=None, help="CALIBRATION collection (default <instrument>/calib)."
     )
     certify.set_defaults(func=_certify)
+
+    report = commands.add_parser("report", help="Table and figure of the sky frames' quality reports.")
+    report.add_argument("repo", help="Repository root.")
+    report.add_argument("--collection", required=True, help="The build's output collection.")
+    report.add_argument("--output", default="sky_quality.png", help="Figure path (filter name is appended).")
+    report.set_defaults(func=_report)
+
+    plot = commands.add_parser("plot", help="Draw a sky, skyCorr or mosaic dataset.")
+    plot.add_argument("repo", help="Repository root.")
+    plot.add_argument("dataset", help="Dataset type name (sky, skyCorr, a mosaic...).")
+    plot.add_argument("--collection", required=True, help="Collection to search.")
+    plot.add_argument("--data-id", nargs="*", default=[], help="KEY=VALUE pairs, e.g. detector=4 visit=1020.")
+    plot.add_argument("--output", default="plot.png", help="Output PNG.")
+    plot.set_defaults(func=_plot)
 
     demo = commands.add_parser("demo", help="Build sky frames from synthetic data in a new butler repo.")
     demo.add_argument(

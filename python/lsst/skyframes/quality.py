@@ -1,0 +1,116 @@
+"""Evidence of a sky frame's quality, stored beside it as JSON.
+
+Every built sky frame gets a ``sky_quality`` dataset (storage class
+``StructuredDataDict``, dimensions instrument, physical_filter, detector): which
+inputs were used and which rejected (with reasons), the per-bin noise estimate,
+the fraction of bins filled because no input measured them, and how far each
+input is from the template.  The layout is versioned by ``schema_version``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["QUALITY_SCHEMA_VERSION", "quality_report", "select_inputs"]
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lsst.images import MaskedImage
+
+from .background import BackgroundList
+
+QUALITY_SCHEMA_VERSION = 1
+
+
+def select_inputs(
+    backgrounds: Sequence[BackgroundList], exposure_ids: Sequence[int]
+) -> tuple[list[BackgroundList], list[int], list[dict[str, Any]]]:
+    """Drop inputs that cannot contribute, saying why.
+
+    Parameters
+    ----------
+    backgrounds : sequence of `BackgroundList`
+        Per-exposure residual backgrounds (single elements).
+    exposure_ids : sequence of `int`
+        Their exposure ids (same order; may be empty, then indices are used).
+
+    Returns
+    -------
+    used : `list` [`BackgroundList`]
+        Inputs with at least one finite bin.
+    used_ids : `list` [`int`]
+        Their ids.
+    rejected : `list` [`dict`]
+        ``{"exposure": id, "reason": text}`` for each dropped input.
+    """
+    ids = list(exposure_ids) if len(exposure_ids) else list(range(len(backgrounds)))
+    used, used_ids, rejected = [], [], []
+    for background, exposure in zip(backgrounds, ids, strict=True):
+        values = background[0][0].getStatsImage().image.array
+        if not np.isfinite(values).any():
+            rejected.append({"exposure": int(exposure), "reason": "no finite bin (fully masked or all NaN)"})
+        else:
+            used.append(background)
+            used_ids.append(int(exposure))
+    return used, used_ids, rejected
+
+
+def _finite_list(array: np.ndarray) -> list:
+    """Return nested lists with NaN as None (JSON has no NaN)."""
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in array]
+
+
+def quality_report(
+    sky: MaskedImage,
+    backgrounds: Sequence[BackgroundList],
+    exposure_ids: Sequence[int],
+    rejected: Sequence[dict[str, Any]],
+    *,
+    variance_explained: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Summarise a built sky frame and its inputs.
+
+    Parameters
+    ----------
+    sky : `lsst.images.MaskedImage`
+        The sky frame (stats image: one pixel per bin; variance plane holds the
+        squared error of the combination; NO_DATA where no input measured).
+    backgrounds : sequence of `BackgroundList`
+        The inputs used, as combined.
+    exposure_ids : sequence of `int`
+        Their exposure ids.
+    rejected : sequence of `dict`
+        Inputs dropped before combining, with reasons.
+    variance_explained : sequence of `float`, optional
+        For multi-component templates, the fraction of variance per component.
+
+    Returns
+    -------
+    report : `dict`
+        JSON-compatible, with ``schema_version``.
+    """
+    values = np.asarray(sky.image.array, dtype=np.float64)
+    noise = np.sqrt(np.asarray(sky.variance.array, dtype=np.float64))
+    no_data = sky.mask.get("NO_DATA") if "NO_DATA" in sky.mask.schema.names else np.zeros(values.shape, bool)
+    inputs = np.stack([b[0][0].getStatsImage().image.array.astype(np.float64) for b in backgrounds])
+    residuals = inputs - values[None, :, :]
+    with np.errstate(invalid="ignore"):
+        residual_rms = np.sqrt(np.nanmean(residuals**2, axis=(1, 2)))
+        residual_rms_map = np.sqrt(np.nanmean(residuals**2, axis=0))
+    finite_noise = noise[np.isfinite(noise) & ~no_data]
+    report: dict[str, Any] = {
+        "schema_version": QUALITY_SCHEMA_VERSION,
+        "n_inputs_used": len(backgrounds),
+        "inputs_used": [int(e) for e in exposure_ids],
+        "inputs_rejected": list(rejected),
+        "n_bins": int(values.size),
+        "nan_filled_fraction": float(no_data.mean()),
+        "noise_median": float(np.median(finite_noise)) if finite_noise.size else None,
+        "noise_map": _finite_list(noise),
+        "residual_rms": {str(int(e)): float(r) for e, r in zip(exposure_ids, residual_rms, strict=True)},
+        "residual_rms_map": _finite_list(residual_rms_map),
+    }
+    if variance_explained is not None:
+        report["variance_explained"] = [float(v) for v in variance_explained]
+    return report
