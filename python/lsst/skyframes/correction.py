@@ -1,0 +1,757 @@
+"""`SkyCorrectionTask`: apply sky frames to a visit (the Rubin pipe_tasks ``skyCorr``).
+
+Per visit, over every detector present:
+
+1. restore each detector's original background (its ``calBkgs`` list) and
+   detect objects (``maskObjects``), which stay flagged ``DETECTED`` so that
+   they are left out of every model below;
+2. ``bgModel1``: fit one large-scale `FocalPlaneBackground` over the whole
+   focal plane (bins two detectors wide by default) and subtract it;
+3. ``doSky``: measure matching samples of every detector and of its sky frame
+   (`SkyMeasurementTask.measureScale`), fit **one** scale to all of them
+   (`SkyMeasurementTask.solveScales`) and subtract the scaled sky frames;
+4. ``undoBgModel1``: optionally add ``bgModel1`` back;
+5. ``doBgModel2``: fit a finer, smoothed focal-plane background (bins one
+   detector wide by default) to the residual and subtract it.
+
+Output per detector: ``skyCorr``, the background list of everything
+subtracted, such that **calibrated image - skyCorr.getImage() = sky-corrected
+image**. As in the reference, the list starts with the input background's
+elements *negated* (restoring it), followed by the elements this task adds.
+Per visit: binned focal-plane mosaics of the corrected images and of the
+background this task subtracted (and PNG plots of both).
+
+``runQuantum`` only unpacks inputs and packs outputs; ``run`` takes plain
+images, so the whole correction runs in a notebook without a butler.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FocalPlaneCoverageError",
+    "MissingSkyFrameError",
+    "SkyCorrectionConfig",
+    "SkyCorrectionConnections",
+    "SkyCorrectionTask",
+    "define_visit_detectors",
+    "register_correction_inputs",
+    "resolve_visit_model_config",
+]
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lsst.daf.butler import Butler, DatasetType, DeferredDatasetHandle
+from lsst.images import Image, MaskedImage
+from lsst.pex.config import ConfigField, ConfigurableField, Field, FieldValidationError, ListField, RangeField
+from lsst.pipe.base import (
+    AlgorithmError,
+    AnnotatedPartialOutputsError,
+    PipelineTask,
+    PipelineTaskConfig,
+    PipelineTaskConnections,
+    RepeatableQuantumError,
+    Struct,
+)
+from lsst.pipe.base import connectionTypes as cT
+from lsst.utils.timer import timeMethod
+
+from .background import BackgroundList, BackgroundMI
+from .build import SkyFocalPlaneConfig, resolve_focal_plane_config
+from .camera import Camera, DetectorGeometry
+from .errors import BoxMismatchError, NoDataError
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .images import image_and_mask, require_same_bbox
+from .masking import MaskObjectsTask
+from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
+from .sky_measurement import SkyMeasurementTask
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------------
+
+
+class MissingSkyFrameError(NoDataError, RepeatableQuantumError):
+    """Detectors of a visit have no sky frame although ``doSky`` is set.
+
+    A `~lsst.pipe.base.RepeatableQuantumError` too: running the quantum
+    again will not help until the calibration is certified.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    detectorIds : sequence of `int`
+        The detectors without a sky frame.
+    """
+
+    def __init__(self, message: str, detectorIds: Sequence[int]) -> None:
+        super().__init__(message)
+        self.detectorIds = tuple(int(d) for d in detectorIds)
+
+
+class FocalPlaneCoverageError(NoDataError, AlgorithmError):
+    """No bin of a visit's focal-plane background has enough good pixels.
+
+    An `~lsst.pipe.base.AlgorithmError`: `SkyCorrectionTask.runQuantum`
+    reports it the way pipe_base reports annotated partial outputs
+    (`~lsst.pipe.base.AnnotatedPartialOutputsError`), with `metadata`
+    recorded in the task metadata under ``failure``.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    model : `str`
+        Which model failed (``bgModel1`` or ``bgModel2``).
+    goodPixels : mapping [`int`, `int`]
+        Good (unmasked, finite) pixels each detector contributed.
+    threshold : `float`
+        Good pixels a bin needs (``minFrac`` times the pixels of a bin).
+    """
+
+    def __init__(self, message: str, model: str, goodPixels: Mapping[int, int], threshold: float) -> None:
+        super().__init__(message)
+        self.model = model
+        self.goodPixels = {int(k): int(v) for k, v in goodPixels.items()}
+        self.threshold = float(threshold)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "goodPixels": {str(k): v for k, v in self.goodPixels.items()},
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Connections and configuration
+# ---------------------------------------------------------------------------------------------------------
+
+
+class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument", "visit")):
+    calExps = cT.Input(
+        name="preliminary_visit_image",
+        doc="Background-subtracted calibrated images of every detector of the visit.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+        # Loaded one detector at a time inside run (they are then held for the
+        # whole visit: see SkyCorrectionTask.run).
+        deferLoad=True,
+    )
+    calBkgs = cT.Input(
+        name="preliminary_visit_image_background",
+        doc="Backgrounds already subtracted from calExps; a detector without one is taken as having had "
+        "nothing subtracted.",
+        storageClass="SkyBackgroundList",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+        # Optional per detector and as a whole (minimum=0 also keeps it out of
+        # the graph's initial data-ID query, so it cannot drop detectors).
+        minimum=0,
+    )
+    skyFrames = cT.PrerequisiteInput(
+        name="sky",
+        doc="Sky frames (calibration lookup by the visit's physical filter and time).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+        multiple=True,
+        # Checked in run, which names the detectors that lack one, instead of
+        # failing the whole graph build.
+        minimum=0,
+    )
+    camera = cT.PrerequisiteInput(
+        name="camera",
+        doc="Camera geometry.",
+        storageClass="SkyCamera",
+        dimensions=("instrument",),
+        isCalibration=True,
+    )
+    skyCorr = cT.Output(
+        name="skyCorr",
+        doc="Everything subtracted from the sky-corrected image: calExp - skyCorr.getImage() is the "
+        "sky-corrected image.",
+        storageClass="SkyBackgroundList",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+    )
+    correctedExp = cT.Output(
+        name="sky_corrected_visit_image",
+        doc="The sky-corrected images (only with doWriteCorrected).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+    )
+    calExpMosaic = cT.Output(
+        name="skyCorr_visit_mosaic",
+        doc="Focal-plane mosaic of the sky-corrected images, binned by `binning`.",
+        storageClass="ImageV2",
+        dimensions=("instrument", "visit"),
+    )
+    calBkgMosaic = cT.Output(
+        name="skyCorr_background_visit_mosaic",
+        doc="Focal-plane mosaic of the background this task subtracted (bgModel1, sky frame, bgModel2), "
+        "binned by `binning`.",
+        storageClass="ImageV2",
+        dimensions=("instrument", "visit"),
+    )
+    calExpMosaicPlot = cT.Output(
+        name="skyCorr_visit_mosaic_plot",
+        doc="PNG of calExpMosaic (only with doPlotMosaics).",
+        storageClass="Plot",
+        dimensions=("instrument", "visit"),
+    )
+    calBkgMosaicPlot = cT.Output(
+        name="skyCorr_background_visit_mosaic_plot",
+        doc="PNG of calBkgMosaic (only with doPlotMosaics).",
+        storageClass="Plot",
+        dimensions=("instrument", "visit"),
+    )
+
+    def __init__(self, *, config: SkyCorrectionConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None:
+            return
+        if not config.doWriteCorrected:
+            del self.correctedExp
+        if not config.doPlotMosaics:
+            del self.calExpMosaicPlot
+            del self.calBkgMosaicPlot
+        if not config.doSky:
+            # No lookup at all: a repository without sky frames can still run
+            # the focal-plane models alone.
+            del self.skyFrames
+
+
+class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionConnections):
+    """Configuration of `SkyCorrectionTask` (fields and defaults of the reference)."""
+
+    maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object detection.")
+    doMaskObjects = Field[bool](doc="Detect objects and keep them out of the models?", default=True)
+    bgModel1 = ConfigField[SkyFocalPlaneConfig](
+        doc="Large-scale focal-plane background; unset sizes are two detectors (as LSSTCam's 8192 px bins "
+        "for its 4096 px detectors), the pixel size the camera's.",
+        dtype=SkyFocalPlaneConfig,
+    )
+    undoBgModel1 = Field[bool](
+        doc="Add bgModel1 back after the sky frame (leaving the large scales to bgModel2)?", default=False
+    )
+    sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky-frame scaling and subtraction.")
+    doSky = Field[bool](doc="Scale and subtract the sky frames?", default=True)
+    bgModel2 = ConfigField[SkyFocalPlaneConfig](
+        doc="Finer, smoothed focal-plane background of the residual; unset sizes are one detector (as "
+        "LSSTCam's 4096 px), the pixel size the camera's.",
+        dtype=SkyFocalPlaneConfig,
+    )
+    doBgModel2 = Field[bool](doc="Fit and subtract bgModel2?", default=True)
+    binning = RangeField[int](doc="Binning (pixels) of the visit mosaics.", default=8, min=1)
+    mosaicMask = ListField[str](
+        doc="Mask planes whose pixels the corrected-image mosaic ignores.", default=["BAD", "SAT", "NO_DATA"]
+    )
+    doWriteCorrected = Field[bool](doc="Also write the sky-corrected images?", default=False)
+    doPlotMosaics = Field[bool](doc="Write PNG plots of the two mosaics?", default=True)
+
+    def setDefaults(self) -> None:
+        super().setDefaults()
+        # The reference only *finds* objects here (findObjects); it never
+        # changes the science pixels. MaskObjectsTask also replaces them, so
+        # it runs on a scratch copy (SkyCorrectionTask._maskObjects) and the
+        # replacement model is not worth fitting.
+        self.maskObjects.doInterpolate = False
+        # Keep DETECTED after masking: the focal-plane models (mask includes
+        # DETECTED) and the scale samples (sky.stats.mask includes DETECTED)
+        # must not see object light; clearing it would let every object into
+        # bgModel1, the scale and bgModel2.
+        self.maskObjects.clearDetected = False
+        self.bgModel2.doSmooth = True
+        self.bgModel2.minFrac = 0.3
+        self.bgModel2.smoothScale = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.undoBgModel1 and not self.doSky and not self.doBgModel2:
+            raise FieldValidationError(
+                SkyCorrectionConfig.undoBgModel1,
+                self,
+                "undoBgModel1=True with doSky=False and doBgModel2=False would subtract nothing at all; "
+                "enable doSky or doBgModel2, or set undoBgModel1=False.",
+            )
+
+
+def resolve_visit_model_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera, detectorsPerBin: float
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of a focal-plane config with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Possibly with `None` ``xSize``, ``ySize``, ``pixelSize``
+        (`~lsst.skyframes.build.SkyFocalPlaneConfig`).
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    detectorsPerBin : `float`
+        Unset bin sizes become this many of the largest detector's width
+        (height).
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is unchanged.
+    """
+    resolved = resolve_focal_plane_config(config, camera)
+    if config.xSize is None:
+        resolved.xSize = resolved.xSize * detectorsPerBin
+    if config.ySize is None:
+        resolved.ySize = resolved.ySize * detectorsPerBin
+    resolved.validate()
+    return resolved
+
+
+def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionConfig | None = None) -> None:
+    """Register the input dataset types of `SkyCorrectionTask` and a RUN collection.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler.
+    run : `str`
+        RUN collection to register (harmless if it exists).
+    config : `SkyCorrectionConfig`, optional
+        Configuration whose connection names to register (default names
+        otherwise).
+
+    Notes
+    -----
+    The calibrated images and their backgrounds have dimensions (instrument,
+    visit, detector), unlike the build inputs that
+    `~lsst.skyframes.ingest.register_input` declares, so they are declared
+    from the connections themselves. Put them with
+    ``butler.put(image, "preliminary_visit_image", instrument=...,
+    visit=..., detector=..., run=run)`` after defining the visit
+    (`~lsst.skyframes.repo.insert_exposure` defines one per exposure).
+    """
+    connections = SkyCorrectionConnections(config=config or SkyCorrectionConfig())
+    for name in ("calExps", "calBkgs"):
+        connection = getattr(connections, name)
+        butler.registry.registerDatasetType(
+            DatasetType(
+                connection.name, connection.dimensions, connection.storageClass, universe=butler.dimensions
+            )
+        )
+    butler.registry.registerRun(run)
+
+
+def define_visit_detectors(butler: Butler, instrument: str, visit: int, detectorIds: Sequence[int]) -> None:
+    """Write the ``visit_detector_region`` records a per-visit graph needs.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler; the visit must be defined (e.g. by
+        `~lsst.skyframes.repo.insert_exposure`).
+    instrument : `str`
+        Instrument name.
+    visit : `int`
+        Visit id.
+    detectorIds : sequence of `int`
+        Detectors of the visit.
+
+    Notes
+    -----
+    A quantum graph whose tasks mix (visit) and (visit, detector) data IDs
+    attaches a ``visit_detector_region`` record to every (visit, detector);
+    without one, graph building fails with ``KeyError:
+    'visit_detector_region'``. The region is left empty (it needs a WCS),
+    which spatial queries treat as unknown. Repeating the call changes
+    nothing.
+    """
+    with butler.registry.transaction():
+        for detector in detectorIds:
+            butler.registry.syncDimensionData(
+                "visit_detector_region",
+                {"instrument": instrument, "visit": int(visit), "detector": int(detector), "region": None},
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _load(item: Any) -> Any:
+    """Return ``item``, or what it refers to if it is a deferred butler handle."""
+    return item.get() if isinstance(item, DeferredDatasetHandle) else item
+
+
+def _render(element: tuple) -> np.ndarray:
+    """Full-resolution image of one background-list element (its own styles)."""
+    background, interp, undersample, *_ = element
+    return background.getImageF(interp, undersample).array
+
+
+def _negated(bgList: BackgroundList) -> BackgroundList:
+    """Copy of a background list with every stats image multiplied by -1.
+
+    afw's ``statsImage *= -1`` on a masked image leaves the variance plane
+    as it is ((-1)**2 = 1); so does this.
+    """
+    out = BackgroundList()
+    for background, *styles in bgList:
+        stats = background.getStatsImage().copy()
+        stats.image.array *= -1
+        out.append(
+            (BackgroundMI(background.getImageBBox(), stats, background.getBackgroundControl()), *styles)
+        )
+    return out
+
+
+class SkyCorrectionTask(PipelineTask):
+    """Correct the sky of a whole visit: focal-plane models and a scaled sky frame.
+
+    See the module docstring for the steps. `run` records in the task
+    metadata: ``nDetectors``, ``detectors``, ``skyFrameScale`` (NaN without
+    ``doSky``), per model ``bgModel1``/``bgModel2`` the bins and good bins and
+    the median of the model, and per detector under ``skySamples`` the number
+    of sample pairs, how many are finite, and the median image and sky
+    samples.
+    """
+
+    ConfigClass = SkyCorrectionConfig
+    _DefaultName = "skyCorr"
+    config: SkyCorrectionConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.makeSubtask("maskObjects")
+        self.makeSubtask("sky")
+
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        # Detector order fixed by id, so logs and metadata are reproducible.
+        refs = sorted(inputRefs.calExps, key=lambda ref: ref.dataId["detector"])
+        detectorIds = [int(ref.dataId["detector"]) for ref in refs]
+        calExps = [butlerQC.get(ref) for ref in refs]
+        calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
+        skyFrames = (
+            self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds) if self.config.doSky else None
+        )
+        camera = butlerQC.get(inputRefs.camera)
+        try:
+            outputs = self.run(
+                calExps=calExps, calBkgs=calBkgs, skyFrames=skyFrames, camera=camera, detectorIds=detectorIds
+            )
+        except AlgorithmError as err:
+            # Nothing is written: a partial skyCorr (say without bgModel2)
+            # would be taken downstream for a complete one. The failure is
+            # recorded in this task's metadata, which is still written.
+            error = AnnotatedPartialOutputsError.annotate(err, self, log=self.log)
+            raise error from err
+        index = {detector: i for i, detector in enumerate(detectorIds)}
+        for ref in outputRefs.skyCorr:
+            butlerQC.put(outputs.skyCorr[index[ref.dataId["detector"]]], ref)
+        if self.config.doWriteCorrected:
+            for ref in outputRefs.correctedExp:
+                butlerQC.put(outputs.correctedExp[index[ref.dataId["detector"]]], ref)
+        butlerQC.put(outputs.calExpMosaic, outputRefs.calExpMosaic)
+        butlerQC.put(outputs.calBkgMosaic, outputRefs.calBkgMosaic)
+        if self.config.doPlotMosaics:
+            butlerQC.put(outputs.calExpMosaicPlot, outputRefs.calExpMosaicPlot)
+            butlerQC.put(outputs.calBkgMosaicPlot, outputRefs.calBkgMosaicPlot)
+
+    @staticmethod
+    def _byDetector(butlerQC: Any, refs: Sequence[Any], detectorIds: Sequence[int]) -> list[Any]:
+        """Load the datasets of ``refs`` in ``detectorIds`` order, `None` where absent.
+
+        Only the visit's detectors are read: a prerequisite lookup of sky
+        frames finds those of every detector of the camera.
+        """
+        found = {int(ref.dataId["detector"]): ref for ref in refs}
+        return [butlerQC.get(found[d]) if d in found else None for d in detectorIds]
+
+    @timeMethod
+    def run(
+        self,
+        calExps: Sequence[MaskedImage | DeferredDatasetHandle],
+        calBkgs: Sequence[BackgroundList | None] | None,
+        skyFrames: Sequence[MaskedImage | None] | None,
+        camera: Camera,
+        detectorIds: Sequence[int],
+    ) -> Struct:
+        """Correct the sky of one visit.
+
+        Parameters
+        ----------
+        calExps : sequence of `lsst.images.MaskedImage` or `DeferredDatasetHandle`
+            Background-subtracted calibrated images, one per detector of the
+            visit (any subset of the camera). Images are corrected in place;
+            pass copies to keep the originals. Handles are read one at a
+            time.
+        calBkgs : sequence of `BackgroundList` or `None`, or `None`
+            Background already subtracted from each image; `None` (for one
+            detector or all) means nothing was subtracted.
+        skyFrames : sequence of `lsst.images.MaskedImage` or `None`, or `None`
+            Sky frame of each detector (``sky`` calibrations); needed for
+            every detector if ``doSky``, ignored otherwise.
+        camera : `~lsst.skyframes.camera.Camera`
+            Camera geometry.
+        detectorIds : sequence of `int`
+            Detector id of each image.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            - ``skyCorr``: `list` of `BackgroundList`, per detector: the input
+              background's elements negated, then bgModel1 (unless undone),
+              the scaled sky frame, bgModel2, so that ``calExp -
+              skyCorr.getImage()`` is the corrected image;
+            - ``correctedExp``: `list` of the corrected images (the inputs);
+            - ``calExpMosaic``, ``calBkgMosaic``: `lsst.images.Image` focal-plane
+              mosaics (`~lsst.skyframes.mosaic.focal_plane_mosaic`) of the
+              binned corrected images and of the background this task
+              subtracted (the ``skyCorr`` elements after the input's);
+            - ``calExpMosaicPlot``, ``calBkgMosaicPlot``:
+              `matplotlib.figure.Figure` of the mosaics, or `None` without
+              ``doPlotMosaics``;
+            - ``skyFrameScale``: `float`, NaN without ``doSky``.
+
+        Raises
+        ------
+        MissingSkyFrameError
+            Raised, before any image is read, if ``doSky`` and some detectors
+            have no sky frame; the message names them.
+        FocalPlaneCoverageError
+            Raised if every bin of bgModel1 or bgModel2 has fewer good pixels
+            than ``minFrac`` allows (e.g. a fully masked visit).
+        lsst.skyframes.errors.NoDataError
+            Raised if there are no images.
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if an image, its background or its sky frame does not
+            cover the detector.
+
+        Notes
+        -----
+        Memory: every model is a reduction over the whole focal plane whose
+        result is then applied to every detector (bgModel1, the one sky
+        scale, bgModel2), so each detector is visited five times. Re-reading
+        and re-processing an image on every visit would repeat the object
+        detection each time, so, as the reference does, the visit's images
+        are read one at a time and then held: about ``nDetectors x H x W x
+        12`` bytes (image, mask and variance planes), plus one detector-sized
+        scratch image during object detection. Sky frames and backgrounds
+        are binned and small.
+        """
+        ids = [int(d) for d in detectorIds]
+        n = len(ids)
+        if n == 0:
+            raise NoDataError("SkyCorrectionTask.run got no images; a visit needs at least one detector.")
+        calBkgs = [None] * n if calBkgs is None else list(calBkgs)
+        skyFrames = [None] * n if skyFrames is None else list(skyFrames)
+        for name, values in (("calExps", calExps), ("calBkgs", calBkgs), ("skyFrames", skyFrames)):
+            if len(values) != n:
+                raise ValueError(
+                    f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
+                    "pass one entry per detector (None where a background or sky frame is absent)."
+                )
+        detectors = [camera[d] for d in ids]
+        if self.config.doSky:
+            self._checkSkyFrames(skyFrames, detectors)
+        self.metadata["nDetectors"] = n
+        self.metadata["detectors"] = ids
+
+        # (1) Restore the original backgrounds, detect objects.
+        images: list[MaskedImage] = []
+        skyCorr: list[BackgroundList] = []
+        for detector, calExp, calBkg in zip(detectors, calExps, calBkgs, strict=True):
+            image = _load(calExp)
+            skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
+            if self.config.doMaskObjects:
+                self._maskObjects(image)
+            images.append(image)
+        nOriginal = [len(bgList) for bgList in skyCorr]
+
+        # (2) Large-scale focal-plane model.
+        config1 = resolve_visit_model_config(self.config.bgModel1, camera, 2)
+        self._subtractFocalPlaneModel("bgModel1", config1, camera, images, detectors, skyCorr)
+
+        # (3) One sky-frame scale for the whole visit.
+        scale = float("nan")
+        if self.config.doSky:
+            scale = self._subtractSkyFrames(images, [_load(s) for s in skyFrames], detectors, skyCorr)
+        self.metadata["skyFrameScale"] = scale
+
+        # (4) Optionally put bgModel1 back (it is the element after the input's).
+        if self.config.undoBgModel1:
+            for image, bgList, index in zip(images, skyCorr, nOriginal, strict=True):
+                image.image.array += _render(bgList[index])
+            skyCorr = [
+                BackgroundList(*(e for k, e in enumerate(bgList) if k != index))
+                for bgList, index in zip(skyCorr, nOriginal, strict=True)
+            ]
+
+        # (5) Finer focal-plane model of the residual.
+        if self.config.doBgModel2:
+            config2 = resolve_visit_model_config(self.config.bgModel2, camera, 1)
+            self._subtractFocalPlaneModel("bgModel2", config2, camera, images, detectors, skyCorr)
+
+        return self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
+
+    def _checkSkyFrames(self, skyFrames: Sequence[Any], detectors: Sequence[DetectorGeometry]) -> None:
+        missing = [d for d, sky in zip(detectors, skyFrames, strict=True) if sky is None]
+        if missing:
+            names = ", ".join(f"{d.id} ({d.name})" for d in missing)
+            raise MissingSkyFrameError(
+                f"No sky frame for detector(s) {names} of this visit while doSky=True. Build and certify "
+                "sky frames for them (pipelines/BuildSkyFrame.yaml, then `skyframes certify`), check "
+                "that the <instrument>/calib collection is in the inputs and valid at the visit's time, "
+                "or run with -c skyCorr:doSky=False.",
+                [d.id for d in missing],
+            )
+
+    def _restoreBackground(
+        self, image: MaskedImage, calBkg: BackgroundList | None, detector: DetectorGeometry
+    ) -> BackgroundList:
+        """Add the subtracted background back; return the negated list that starts skyCorr."""
+        pixels, _ = image_and_mask(image)
+        if tuple(pixels.bbox.shape) != detector.shape:
+            raise BoxMismatchError(
+                f"Image bbox {pixels.bbox} is {tuple(pixels.bbox.shape)} (height, width) but detector "
+                f"{detector.id} ({detector.name!r}) is {detector.shape}; pass whole-detector images."
+            )
+        if calBkg is None or len(calBkg) == 0:
+            return BackgroundList()
+        restore = _negated(calBkg)
+        model = restore.getImage()
+        require_same_bbox(pixels.bbox, model.bbox, f"detector {detector.id} image and its input background")
+        # image - (-background): the same operation skyCorr's user applies.
+        pixels.array -= model.array
+        return restore
+
+    def _maskObjects(self, image: MaskedImage) -> None:
+        """Set DETECTED on objects without touching the science pixels.
+
+        `MaskObjectsTask` replaces the pixels it masks; the reference's
+        ``findObjects`` does not, so detection runs on a scratch copy of the
+        image plane sharing the real mask, and only the mask changes.
+        """
+        pixels, mask = image_and_mask(image)
+        scratch = MaskedImage(Image(pixels.array.copy(), bbox=pixels.bbox), mask=mask)
+        self.maskObjects.run(scratch)
+
+    def _subtractFocalPlaneModel(
+        self,
+        label: str,
+        config: FocalPlaneBackgroundConfig,
+        camera: Camera,
+        images: Sequence[MaskedImage],
+        detectors: Sequence[DetectorGeometry],
+        skyCorr: Sequence[BackgroundList],
+    ) -> None:
+        """Fit one focal-plane background to all images; subtract and record it."""
+        model = FocalPlaneBackground.fromCamera(config, camera)
+        goodPixels = {}
+        for image, detector in zip(images, detectors, strict=True):
+            before = float(model.numbers.sum())
+            model.addCcd(image, detector)
+            goodPixels[detector.id] = int(model.numbers.sum() - before)
+        threshold = config.minFrac * (config.xSize / config.pixelSize) * (config.ySize / config.pixelSize)
+        try:
+            stats = model.getStatsImage()
+        except NoDataError as err:
+            counts = ", ".join(f"{d}: {n}" for d, n in goodPixels.items())
+            raise FocalPlaneCoverageError(
+                f"{label}: no focal-plane bin of this visit has the {threshold:.0f} good pixels minFrac="
+                f"{config.minFrac:g} requires (good pixels per detector {{{counts}}}). The visit is (nearly) "
+                f"fully masked or too few detectors are present; lower skyCorr:{label}.minFrac, use larger "
+                f"{label}.xSize/ySize, or exclude the visit.",
+                label,
+                goodPixels,
+                threshold,
+            ) from err
+        good = model.numbers >= threshold
+        self.metadata[label] = {
+            "nBins": int(good.size),
+            "nGoodBins": int(good.sum()),
+            "median": float(np.median(stats[good])) if good.any() else float("nan"),
+        }
+        self.log.info(
+            "%s: %d of %d bins good (%.3g x %.3g mm), median %.4g",
+            label,
+            int(good.sum()),
+            good.size,
+            config.xSize,
+            config.ySize,
+            self.metadata[label]["median"],
+        )
+        for image, detector, bgList in zip(images, detectors, skyCorr, strict=True):
+            pixels, _ = image_and_mask(image)
+            ccd = model.toCcdBackground(detector, pixels.bbox)
+            pixels.array -= _render(ccd[0])
+            bgList.append(ccd[0])
+
+    def _subtractSkyFrames(
+        self,
+        images: Sequence[MaskedImage],
+        skyFrames: Sequence[MaskedImage],
+        detectors: Sequence[DetectorGeometry],
+        skyCorr: Sequence[BackgroundList],
+    ) -> float:
+        """Fit one scale over all detectors and subtract the scaled sky frames."""
+        skies = [self.sky.exposureToBackground(frame) for frame in skyFrames]
+        samples = []
+        perDetector = {}
+        for image, sky, detector in zip(images, skies, detectors, strict=True):
+            imageSamples, skySamples = self.sky.measureScale(image, sky)
+            samples.append((imageSamples, skySamples))
+            finite = np.isfinite(imageSamples) & np.isfinite(skySamples)
+            perDetector[str(detector.id)] = {
+                "nSamples": int(imageSamples.size),
+                "nFinite": int(finite.sum()),
+                "medianImageSample": float(np.median(imageSamples[finite])) if finite.any() else float("nan"),
+                "medianSkySample": float(np.median(skySamples[finite])) if finite.any() else float("nan"),
+            }
+        self.metadata["skySamples"] = perDetector
+        scale = self.sky.solveScales(samples)
+        self.log.info("Sky frame scale: %.6g (from %d detectors)", scale, len(images))
+        for image, sky, bgList in zip(images, skies, skyCorr, strict=True):
+            self.sky.subtractSkyFrame(image, sky, scale, bgList)
+        return scale
+
+    def _mosaics(
+        self,
+        images: list[MaskedImage],
+        skyCorr: list[BackgroundList],
+        nOriginal: Sequence[int],
+        camera: Camera,
+        ids: Sequence[int],
+        scale: float,
+    ) -> Struct:
+        binning = self.config.binning
+        binnedExps = {
+            d: bin_image(image, binning, self.config.mosaicMask) for d, image in zip(ids, images, strict=True)
+        }
+        binnedBkgs = {
+            d: bin_image(BackgroundList(*bgList[n:]).getImage(), binning)
+            for d, bgList, n in zip(ids, skyCorr, nOriginal, strict=True)
+        }
+        calExpMosaic = focal_plane_mosaic(camera, binnedExps, binning)
+        calBkgMosaic = focal_plane_mosaic(camera, binnedBkgs, binning)
+        plots: tuple[Any, Any] = (None, None)
+        if self.config.doPlotMosaics:
+            plots = (
+                mosaic_figure([("sky-corrected image", calExpMosaic)], label="counts"),
+                mosaic_figure([("background subtracted by skyCorr", calBkgMosaic)], label="counts"),
+            )
+        return Struct(
+            skyCorr=skyCorr,
+            correctedExp=images,
+            calExpMosaic=calExpMosaic,
+            calBkgMosaic=calBkgMosaic,
+            calExpMosaicPlot=plots[0],
+            calBkgMosaicPlot=plots[1],
+            skyFrameScale=scale,
+        )
