@@ -92,3 +92,19 @@ def test_command_line_ingest_summary_and_exit_code(setup):
     result = subprocess.run([*cmd, *files[:2]], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "0 ingested, 2 already present" in result.stdout
+
+
+def test_visit_images_are_stored_per_visit(setup):
+    camera, butler, plans, files, _ = setup
+    report = ingest_files(
+        butler, camera, files[:2], run="visits", dataset_type="preliminary_visit_image", per_visit=True
+    )
+    assert len(report.ingested) == 2 and not report.failed
+    dataset_type = butler.get_dataset_type("preliminary_visit_image")
+    assert set(dataset_type.dimensions.required.names) == {"instrument", "visit", "detector"}
+    refs = butler.query_datasets("preliminary_visit_image", collections="visits")
+    assert {ref.dataId["visit"] for ref in refs} == {plans[0].exposure_id}
+    regions = butler.query_dimension_records(
+        "visit_detector_region", instrument=camera.instrument, visit=plans[0].exposure_id
+    )
+    assert {record.detector for record in regions} == {0, 1}

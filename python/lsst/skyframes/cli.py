@@ -66,9 +66,11 @@ def _ingest(args: argparse.Namespace) -> int:
         camera,
         args.files,
         run=args.run,
-        dataset_type=args.dataset_type,
+        dataset_type=args.dataset_type
+        or ("preliminary_visit_image" if args.visit_images else "post_isr_image"),
         keys=keys,
         progress=progress,
+        per_visit=args.visit_images,
     )
     for path, reason in report.failed.items():
         print(f"FAILED {path}: {reason}", file=sys.stderr)
@@ -154,7 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--camera", required=True, help="Camera description (YAML).")
     ingest.add_argument("--run", default="skyframes/raw", help="RUN collection (default skyframes/raw).")
     ingest.add_argument(
-        "--dataset-type", default="post_isr_image", help="Dataset type (default post_isr_image)."
+        "--dataset-type",
+        default=None,
+        help="Dataset type (default post_isr_image; preliminary_visit_image with --visit-images).",
+    )
+    ingest.add_argument(
+        "--visit-images",
+        action="store_true",
+        help="Calibrated images to apply sky frames to: store per (instrument, visit, detector).",
     )
     ingest.add_argument("--key-exposure", default="EXPID", help="Header key of the exposure id (EXPID).")
     ingest.add_argument(
@@ -194,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", default="plot.png", help="Output PNG.")
     plot.set_defaults(func=_plot)
 
-    demo = commands.add_parser("demo", help="Build sky frames from synthetic data in a new butler repo.")
+    demo = commands.add_parser(
+        "demo", help="Build and apply sky frames on synthetic data in a new butler repo; print metrics."
+    )
     demo.add_argument(
         "--output", default="demo", help="Directory for the repo, figures, metrics (default demo/)."
     )

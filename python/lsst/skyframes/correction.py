@@ -64,6 +64,7 @@ from .camera import Camera, DetectorGeometry
 from .errors import BoxMismatchError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
+from .ingest import define_visit_detectors
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .sky_measurement import SkyMeasurementTask
@@ -345,38 +346,6 @@ def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionCo
             )
         )
     butler.registry.registerRun(run)
-
-
-def define_visit_detectors(butler: Butler, instrument: str, visit: int, detectorIds: Sequence[int]) -> None:
-    """Write the ``visit_detector_region`` records a per-visit graph needs.
-
-    Parameters
-    ----------
-    butler : `lsst.daf.butler.Butler`
-        Writeable butler; the visit must be defined (e.g. by
-        `~lsst.skyframes.repo.insert_exposure`).
-    instrument : `str`
-        Instrument name.
-    visit : `int`
-        Visit id.
-    detectorIds : sequence of `int`
-        Detectors of the visit.
-
-    Notes
-    -----
-    A quantum graph whose tasks mix (visit) and (visit, detector) data IDs
-    attaches a ``visit_detector_region`` record to every (visit, detector);
-    without one, graph building fails with ``KeyError:
-    'visit_detector_region'``. The region is left empty (it needs a WCS),
-    which spatial queries treat as unknown. Repeating the call changes
-    nothing.
-    """
-    with butler.registry.transaction():
-        for detector in detectorIds:
-            butler.registry.syncDimensionData(
-                "visit_detector_region",
-                {"instrument": instrument, "visit": int(visit), "detector": int(detector), "region": None},
-            )
 
 
 # ---------------------------------------------------------------------------------------------------------

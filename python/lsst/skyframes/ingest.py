@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "HeaderKeys",
+    "define_visit_detectors",
     "IngestError",
     "IngestReport",
     "ingest_files",
@@ -201,11 +202,51 @@ def _header_value(header: Mapping[str, Any], key: str, convert: Any, path: str, 
         ) from err
 
 
-def register_input(butler: Butler, run: str, dataset_type: str = DEFAULT_DATASET_TYPE) -> None:
-    """Register the input dataset type and RUN collection (harmless if they exist)."""
+def define_visit_detectors(butler: Butler, instrument: str, visit: int, detectorIds: Iterable[int]) -> None:
+    """Write the ``visit_detector_region`` records a per-visit graph needs.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler; the visit must be defined (e.g. by
+        `~lsst.skyframes.repo.insert_exposure`).
+    instrument : `str`
+        Instrument name.
+    visit : `int`
+        Visit id.
+    detectorIds : sequence of `int`
+        Detectors of the visit.
+
+    Notes
+    -----
+    A quantum graph whose tasks mix (visit) and (visit, detector) data IDs
+    attaches a ``visit_detector_region`` record to every (visit, detector);
+    without one, graph building fails with ``KeyError:
+    'visit_detector_region'``. The region is left empty (it needs a WCS),
+    which spatial queries treat as unknown. Repeating the call changes
+    nothing.
+    """
+    with butler.registry.transaction():
+        for detector in detectorIds:
+            butler.registry.syncDimensionData(
+                "visit_detector_region",
+                {"instrument": instrument, "visit": int(visit), "detector": int(detector), "region": None},
+            )
+
+
+def register_input(
+    butler: Butler, run: str, dataset_type: str = DEFAULT_DATASET_TYPE, *, per_visit: bool = False
+) -> None:
+    """Register the input dataset type and RUN collection (harmless if they exist).
+
+    ``per_visit`` selects dimensions (instrument, visit, detector), as for the
+    calibrated images sky frames are applied to, instead of (instrument,
+    exposure, detector).
+    """
+    unit = "visit" if per_visit else "exposure"
     butler.registry.registerDatasetType(
         DatasetType(
-            dataset_type, ("instrument", "exposure", "detector"), "MaskedImageV2", universe=butler.dimensions
+            dataset_type, ("instrument", unit, "detector"), "MaskedImageV2", universe=butler.dimensions
         )
     )
     butler.registry.registerRun(run)
@@ -221,6 +262,7 @@ def ingest_image(
     run: str,
     dataset_type: str = DEFAULT_DATASET_TYPE,
     keys: HeaderKeys = HeaderKeys(),
+    per_visit: bool = False,
 ) -> bool:
     """Ingest one in-memory image with its header.
 
@@ -242,6 +284,10 @@ def ingest_image(
         Dataset type name (registered if absent).
     keys : `HeaderKeys`, optional
         Header key names.
+    per_visit : `bool`, optional
+        Store with dimensions (instrument, visit, detector) — calibrated
+        images to apply sky frames to — and define the visit's detector
+        records; the visit is the exposure's one-to-one visit.
 
     Returns
     -------
@@ -255,7 +301,7 @@ def ingest_image(
     IngestError
         Raised for an unknown detector or an image of the wrong size.
     """
-    register_input(butler, run, dataset_type)
+    register_input(butler, run, dataset_type, per_visit=per_visit)
     exposure = _header_value(header, keys.exposure, int, source, "exposure id")
     detector = _header_value(header, keys.detector, int, source, "detector id")
     physical_filter = _header_value(header, keys.physical_filter, str, source, "physical filter")
@@ -271,7 +317,8 @@ def ingest_image(
             f"{source}: image is {image.bbox.shape[1]}x{image.bbox.shape[0]} px but detector "
             f"{detector} is {geometry.width}x{geometry.height}."
         )
-    data_id = {"instrument": camera.instrument, "exposure": exposure, "detector": detector}
+    unit = "visit" if per_visit else "exposure"
+    data_id = {"instrument": camera.instrument, unit: exposure, "detector": detector}
     insert_exposure(
         butler,
         camera,
@@ -281,6 +328,8 @@ def ingest_image(
         obs_start=obs_start,
         exposure_time_s=exposure_time,
     )
+    if per_visit:
+        define_visit_detectors(butler, camera.instrument, exposure, [detector])
     if butler.find_dataset(dataset_type, data_id, collections=run) is not None:
         return False
     butler.put(image, dataset_type, data_id, run=run)
@@ -296,6 +345,7 @@ def ingest_files(
     dataset_type: str = DEFAULT_DATASET_TYPE,
     keys: HeaderKeys = HeaderKeys(),
     progress: Any = None,
+    per_visit: bool = False,
 ) -> IngestReport:
     """Ingest processed image files, defining their exposures and visits.
 
@@ -315,6 +365,8 @@ def ingest_files(
         Header key names.
     progress : callable, optional
         Called with each path once it is handled.
+    per_visit : `bool`, optional
+        Store per visit (see `ingest_image`).
 
     Returns
     -------
@@ -322,14 +374,22 @@ def ingest_files(
         Files ingested, already present (skipped), and failed with their
         reasons; a bad file never stops the others.
     """
-    register_input(butler, run, dataset_type)
+    register_input(butler, run, dataset_type, per_visit=per_visit)
     report = IngestReport()
     for path in files:
         path = os.fspath(path)
         try:
             image, header = read_processed_image(path)
             if ingest_image(
-                butler, camera, image, header, source=path, run=run, dataset_type=dataset_type, keys=keys
+                butler,
+                camera,
+                image,
+                header,
+                source=path,
+                run=run,
+                dataset_type=dataset_type,
+                keys=keys,
+                per_visit=per_visit,
             ):
                 report.ingested.append(path)
             else:
