@@ -14,8 +14,10 @@ __all__ = [
     "exposure_header",
     "large_scale_field",
     "plan_exposures",
+    "secondary_pattern",
     "simulate_detector",
     "simulate_exposure",
+    "two_pattern_sky",
 ]
 
 import dataclasses
@@ -391,3 +393,82 @@ def exposure_header(detector, plan: ExposurePlan) -> dict[str, object]:
         "EXPTIME": plan.exposure_time,
         "SKYLEVEL": plan.sky_level,
     }
+
+
+def secondary_pattern(detector_id: int, *, amplitude: float = 0.05) -> SkyPattern:
+    """Return a second, independent sky pattern of one detector.
+
+    Different ring, vignetting centre, gradient and amplifier offsets from
+    `detector_pattern` (its seeds are offset), e.g. a Moon-dependent scattered
+    light term whose strength changes from exposure to exposure.
+
+    Parameters
+    ----------
+    detector_id : `int`
+        Detector id.
+    amplitude : `float`, optional
+        Strength of the pattern as a fraction of the sky.
+
+    Returns
+    -------
+    pattern : `SkyPattern`
+    """
+    rng = np.random.default_rng(20_000 + detector_id)
+    return SkyPattern(
+        amplitude=amplitude,
+        centre=(float(rng.uniform(-0.5, 1.5)), float(rng.uniform(-0.5, 1.5))),
+        ring_radius=float(rng.uniform(0.6, 0.9)),
+        ring_width=float(rng.uniform(0.15, 0.25)),
+        gradient=(float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.8, 0.8))),
+        # One amplifier: a scattered-light term has no amplifier steps.
+        n_amplifiers=1,
+        amp_offsets_seed=1_000 + detector_id,
+    )
+
+
+def two_pattern_sky(
+    width: int,
+    height: int,
+    sky_level: float,
+    weight: float,
+    pattern1: SkyPattern,
+    pattern2: SkyPattern,
+    rng: np.random.Generator,
+    **kwargs,
+) -> SimulatedExposure:
+    """Simulate an exposure whose sky varies with two independent patterns.
+
+    The noiseless sky is ``sky_level · (p1 + weight · (p2 − mean(p2)))``:
+    ``p1`` the fixed sky frame, ``p2 − mean(p2)`` (mean over the detector) a
+    second, zero-mean pattern whose weight
+    changes per exposure, as the multi-component templates of `lsst.skyframes.pca`
+    model.
+
+    Parameters
+    ----------
+    width, height : `int`
+        Size in pixels.
+    sky_level : `float`
+        Sky level in electrons per pixel.
+    weight : `float`
+        Per-exposure weight ``a`` of the second pattern (e.g. uniform in −1..1).
+    pattern1, pattern2 : `SkyPattern`
+        The two patterns (e.g. `detector_pattern` and `secondary_pattern`).
+    rng : `numpy.random.Generator`
+        Source of randomness.
+    **kwargs
+        Passed to `simulate_exposure` (not ``large_scale``).
+
+    Returns
+    -------
+    exposure : `SimulatedExposure`
+    """
+    p1 = pattern1.render(width, height)
+    p2 = pattern2.render(width, height)
+    # Zero mean over the detector: a constant part would be degenerate with
+    # the sky level, leaving "weight" ill-defined.
+    variation = p2 - p2.mean()
+    # simulate_exposure multiplies level · p1 by large_scale; this factor makes
+    # the product the additive two-pattern sky.
+    factor = 1.0 + weight * variation / p1
+    return simulate_exposure(width, height, sky_level, pattern1, rng, large_scale=factor, **kwargs)
