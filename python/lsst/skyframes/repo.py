@@ -30,6 +30,7 @@ __all__ = [
     "seed_config_path",
 ]
 
+import contextlib
 import datetime
 import math
 import numbers
@@ -39,6 +40,7 @@ from typing import Any
 
 import astropy.time
 import astropy.units as u
+import sqlalchemy
 
 from lsst.daf.butler import (
     Butler,
@@ -51,8 +53,11 @@ from lsst.daf.butler import (
     MissingDatasetTypeError,
     Timespan,
 )
-from lsst.daf.butler.registry import ConflictingDefinitionError, MissingCollectionError
+from lsst.daf.butler.registry import ConflictingDefinitionError, MissingCollectionError, RegistryConfig
+from lsst.daf.butler.registry.connectionString import ConnectionStringFactory
+from lsst.daf.butler.registry.interfaces import SchemaAlreadyDefinedError
 from lsst.resources import ResourcePath, ResourcePathExpression
+from lsst.utils.db_auth import DbAuthError
 
 from .camera import Camera
 from .errors import SkyFramesError
@@ -62,6 +67,7 @@ CAMERA_DATASET_TYPE = "camera"
 """Name of the camera calibration dataset type."""
 
 _SEED_FILE = "butler-seed.yaml"
+_POSTGRES_SEED_FILE = "seed-postgres.yaml"
 
 # The seed config, kept here too so that a wheel install (which does not ship
 # the top-level config/ directory) can create repositories. The test suite
@@ -106,6 +112,16 @@ class NotRegisteredError(SkyFramesError, LookupError):
     """An instrument or its camera is not registered in the repository."""
 
 
+def _config_file(name: str) -> Path | None:
+    """Return ``config/<name>`` of this installation, if it exists."""
+    candidates = []
+    if env := os.environ.get("SKYFRAMES_DIR"):
+        candidates.append(Path(env) / "config" / name)
+    # python/lsst/skyframes/repo.py -> repository root.
+    candidates.append(Path(__file__).resolve().parents[3] / "config" / name)
+    return next((path for path in candidates if path.is_file()), None)
+
+
 def seed_config_path() -> Path | None:
     """Return the seed config file, if this installation has one.
 
@@ -116,12 +132,7 @@ def seed_config_path() -> Path | None:
         source tree's ``config/butler-seed.yaml`` (editable installs), if it
         exists; otherwise `None`.
     """
-    candidates = []
-    if env := os.environ.get("SKYFRAMES_DIR"):
-        candidates.append(Path(env) / "config" / _SEED_FILE)
-    # python/lsst/skyframes/repo.py -> repository root.
-    candidates.append(Path(__file__).resolve().parents[3] / "config" / _SEED_FILE)
-    return next((path for path in candidates if path.is_file()), None)
+    return _config_file(_SEED_FILE)
 
 
 def seed_config() -> Config:
@@ -137,6 +148,69 @@ def seed_config() -> Config:
     """
     path = seed_config_path()
     return Config(str(path)) if path is not None else Config(_EMBEDDED_SEED)
+
+
+def _is_postgresql(db_url: str) -> bool:
+    try:
+        return sqlalchemy.engine.make_url(db_url).get_backend_name() == "postgresql"
+    except sqlalchemy.exc.ArgumentError:
+        return False
+
+
+def _db_seed(db_url: str) -> Config:
+    """Return the seed config for a registry at ``db_url``.
+
+    PostgreSQL URLs use ``config/seed-postgres.yaml`` where it exists (it
+    includes ``butler-seed.yaml`` and documents the PostgreSQL settings),
+    other URLs the plain seed; ``registry.db`` is set to ``db_url``.
+    """
+    path = _config_file(_POSTGRES_SEED_FILE) if _is_postgresql(db_url) else None
+    seed = Config(str(path)) if path is not None else seed_config()
+    seed["registry", "db"] = db_url
+    return seed
+
+
+def _check_postgresql(db_url: str) -> None:
+    """Check that a PostgreSQL database can hold a butler registry.
+
+    Raises
+    ------
+    RepoConfigError
+        Raised if the database cannot be reached or lacks the ``btree_gist``
+        extension; the message names the database (without its password) and
+        the fix.
+    """
+    shown = sqlalchemy.engine.make_url(db_url).render_as_string(hide_password=True)
+    try:
+        # Through daf_butler's factory, so credentials come from
+        # ~/.lsst/db-auth.yaml ($LSST_DB_AUTH) as they will for the butler.
+        url = ConnectionStringFactory.fromConfig(RegistryConfig({"db": db_url}))
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    except ImportError as err:
+        raise RepoConfigError(
+            f"Cannot use registry database {shown}: {err}. Install the driver the URL names: "
+            "postgresql+psycopg2:// needs psycopg2-binary (pip install 'lsst-skyframes[postgres]'), "
+            "postgresql+psycopg:// needs psycopg (pip install 'psycopg[binary]')."
+        ) from err
+    except (sqlalchemy.exc.ArgumentError, DbAuthError) as err:
+        raise RepoConfigError(f"Cannot use registry database {shown}: {err}") from err
+    try:
+        with engine.connect() as connection:
+            query = sqlalchemy.text("SELECT COUNT(*) FROM pg_extension WHERE extname = 'btree_gist'")
+            has_btree_gist = bool(connection.execute(query).scalar())
+    except sqlalchemy.exc.DBAPIError as err:
+        reason = str(err.orig).strip() if err.orig is not None else str(err)
+        raise RepoConfigError(
+            f"Cannot connect to registry database {shown}: {reason}. Check the host, port, database "
+            "name and credentials (a password may go in ~/.lsst/db-auth.yaml)."
+        ) from err
+    finally:
+        engine.dispose()
+    if not has_btree_gist:
+        raise RepoConfigError(
+            f"Registry database {shown} lacks the btree_gist extension that the butler needs; as a "
+            "database owner or superuser run: CREATE EXTENSION btree_gist;"
+        )
 
 
 def calib_collection(instrument: str) -> str:
@@ -216,19 +290,20 @@ def create_repo(root: ResourcePathExpression, *, db_url: str | None = None) -> B
     RepoConfigError
         Raised if ``root`` holds a repository whose config differs from the
         seed config (or from ``db_url``), or is a non-empty directory without
-        a ``butler.yaml``.
+        a ``butler.yaml``; or if a PostgreSQL ``db_url`` cannot be reached,
+        lacks ``btree_gist`` or already holds a registry. Nothing is left in
+        ``root`` then.
 
     Notes
     -----
     Equivalent to ``butler create ROOT --seed-config config/butler-seed.yaml``
-    (plus ``registry: {db: URL}`` in the seed for ``db_url``). When the
-    repository exists with the same seed settings it is opened, so a script
-    that creates its repository can simply be run again.
+    (plus ``registry: {db: URL}`` in the seed for ``db_url``; for PostgreSQL
+    URLs the seed is ``config/seed-postgres.yaml``). When the repository
+    exists with the same seed settings it is opened, so a script that creates
+    its repository can simply be run again.
     """
     root_uri = ResourcePath(root, forceDirectory=True)
-    seed = seed_config()
-    if db_url is not None:
-        seed["registry", "db"] = db_url
+    seed = seed_config() if db_url is None else _db_seed(db_url)
     config_uri = root_uri.join("butler.yaml")
     if config_uri.exists():
         differing = _differences(seed.toDict(), Config(config_uri).toDict())
@@ -243,10 +318,32 @@ def create_repo(root: ResourcePathExpression, *, db_url: str | None = None) -> B
             f"{root_uri} is a non-empty directory without a butler.yaml; refusing to create a repository "
             "among unrelated files. Choose an empty or new directory."
         )
-    # forceConfigRoot=False keeps an explicit registry.db (e.g. a second SQLite
-    # file elsewhere) instead of resetting it to <butlerRoot>/gen3.sqlite3;
-    # roots absent from the seed are still filled in.
-    Butler.makeRepo(root_uri, config=seed, forceConfigRoot=False)
+    if db_url is not None and _is_postgresql(db_url):
+        # Checked first: makeRepo would fail only after writing butler.yaml.
+        _check_postgresql(db_url)
+    created_root = not root_uri.exists()
+    try:
+        # forceConfigRoot=False keeps an explicit registry.db (e.g. a second
+        # SQLite file elsewhere) instead of resetting it to
+        # <butlerRoot>/gen3.sqlite3; roots absent from the seed are still
+        # filled in.
+        Butler.makeRepo(root_uri, config=seed, forceConfigRoot=False)
+    except Exception as err:
+        # makeRepo writes butler.yaml before it creates the registry tables; a
+        # butler.yaml left after a failure would make the next call "open" a
+        # repository that has no registry.
+        if config_uri.exists():
+            config_uri.remove()
+        if created_root and root_uri.isLocal:
+            with contextlib.suppress(OSError):
+                os.rmdir(root_uri.ospath)
+        if isinstance(err, SchemaAlreadyDefinedError):
+            raise RepoConfigError(
+                f"The registry database of {root_uri} already holds tables (another repository's?): "
+                f"{err}. Use another database, or give this repository its own PostgreSQL schema "
+                "(registry.namespace, see config/seed-postgres.yaml)."
+            ) from err
+        raise
     return Butler.from_config(root_uri, writeable=True)
 
 
