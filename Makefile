@@ -19,6 +19,7 @@ test: venv
 bench:
 	@EXTRAS=test,bench scripts/bootstrap-venv
 	$(PY) benchmarks/bench_background.py
+	$(PY) benchmarks/quantum_memory.py
 
 lint: venv
 	$(VENV)/bin/ruff check python tests benchmarks

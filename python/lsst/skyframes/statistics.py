@@ -14,8 +14,14 @@ afw background model and ``statisticsStack`` rely on:
 Masked pixels and non-finite pixels (NaN, ±inf) are ignored everywhere. All
 arithmetic is done in float64, whatever the input type.
 
-The reductions are numba kernels parallelised over bins or rows; quantiles
-come from an in-place selection rather than a full sort.
+The reductions are numba kernels, parallelised over tasks of neighbouring
+bins (or over the passes of one bin too large to share out). Quantiles are
+exact order statistics: a histogram over a range guessed from a sample finds
+the few values around each wanted rank, which are then selected; per-pixel
+stacks are sorted by a sorting network run across many pixels at once. Every
+sum runs in a fixed order that the compiler can vectorise, so a group's
+statistic depends only on its values in pixel order, whichever kernel
+computes it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ __all__ = [
 ]
 
 import enum
+import functools
+import heapq
 import logging
 import math
 import operator
@@ -300,10 +308,21 @@ def bad_pixel_mask(mask: Mask, planes: str | Iterable[str]) -> np.ndarray:
         else:
             _LOG.debug("Mask plane %r is not in the mask schema %s; ignoring it.", name, sorted(known_names))
     array = mask.array
-    bad = np.zeros(array.shape[:-1], dtype=bool)
     if not known:
+        return np.zeros(array.shape[:-1], dtype=bool)
+    bitmask = np.asarray(mask.schema.bitmask(*known))
+    n_bytes = array.shape[-1]
+    if array.dtype == np.uint8 and n_bytes in (1, 2, 4, 8) and array.flags.c_contiguous:
+        # Read each pixel's mask bytes as one integer (bytes in memory
+        # order, so the bit mask is packed the same way): one fused
+        # parallel test instead of strided byte-wise NumPy passes.
+        word = np.dtype(f"u{n_bytes}")
+        pixels = array.reshape(-1).view(word)
+        bits = np.ascontiguousarray(bitmask, dtype=np.uint8).view(word)
+        bad = np.empty(array.shape[:-1], dtype=bool)
+        _mask_test(pixels, bits[0], bad.reshape(-1))
         return bad
-    bitmask = mask.schema.bitmask(*known)
+    bad = np.zeros(array.shape[:-1], dtype=bool)
     # One vectorised test per mask element (at most a handful), so no
     # (H, W, nbytes) temporary is needed.
     for index in np.flatnonzero(bitmask):
@@ -311,9 +330,58 @@ def bad_pixel_mask(mask: Mask, planes: str | Iterable[str]) -> np.ndarray:
     return bad
 
 
+@njit(cache=True, parallel=True)
+def _mask_test(pixels: np.ndarray, bits: int, out: np.ndarray) -> None:
+    """Set ``out[p]`` to whether ``pixels[p]`` has any of ``bits`` set, in
+    parallel over chunks.
+    """
+    size = pixels.shape[0]
+    n_chunks = max(1, min(256, size // 65536))
+    for c in prange(n_chunks):
+        lo = c * size // n_chunks
+        hi = (c + 1) * size // n_chunks
+        chunk = pixels[lo:hi]
+        flags = out[lo:hi]
+        for p in range(hi - lo):
+            flags[p] = (chunk[p] & bits) != 0
+
+
 # ---------------------------------------------------------------------------
 # Numba kernels
 # ---------------------------------------------------------------------------
+#
+# Every statistic of a group of good values is a function of the sequence of
+# those values alone (in pixel order), whichever way the group was gathered
+# (a rectangular bin, a label, a box) and whichever kernel reduces it (one
+# thread per bin, or all threads on one large bin):
+#
+# - order statistics are exact values, found by any exact method;
+# - every sum runs over the sequence in a fixed order: blocks of `_BLOCK`
+#   values, each summed in `_LANES` interleaved partial sums added in lane
+#   order, the block sums added in block order. Independent partial sums let
+#   the compiler vectorise the loop without reassociating anything (a
+#   single running sum waits for each add in turn), and fixed blocks let
+#   large groups be summed by many threads with bit-identical results.
+#
+# Values keep their input type (float32 or float64) in every buffer; all
+# arithmetic is done in float64.
+
+_BLOCK = 1 << 16
+"""Values per block of the canonical summation order."""
+
+_HIST_MIN = 256
+"""Fewest values for which order statistics come from a histogram; smaller
+groups are copied and selected in place.
+"""
+
+_HIST_MAX_BINS = 4096
+"""Most histogram bins (int32 counts: 16 KiB, well inside L1)."""
+
+_SORT_UNION = 64
+"""Largest set of candidate values sorted whole rather than selected in."""
+
+_LANES = 32
+"""Partial sums per block in the canonical summation order."""
 
 
 @njit(cache=True, nogil=True)
@@ -419,7 +487,7 @@ def _quantile_from(a: np.ndarray, lo: int, n: int, f: float) -> tuple[float, int
     pos = f * (n - 1)
     k = int(math.floor(pos))
     _select(a, lo, n, k)
-    value = a[k]
+    value = np.float64(a[k])
     frac = pos - k
     if frac > 0.0:
         # The next order statistic is the smallest value above rank k.
@@ -427,77 +495,436 @@ def _quantile_from(a: np.ndarray, lo: int, n: int, f: float) -> tuple[float, int
         for i in range(k + 2, n):
             if a[i] < upper:
                 upper = a[i]
-        value = value + (upper - value) * frac
+        value = value + (np.float64(upper) - value) * frac
     return value, k
 
 
-@njit(cache=True, nogil=True)
-def _mean_var(a: np.ndarray, n: int, shift: float) -> tuple[float, float]:
-    """Return the mean and the (ddof=1) variance of ``a[:n]``.
+# --- Canonical sums ---------------------------------------------------------
 
-    Sums are of deviations from ``shift`` (a value near the mean), which keeps
-    precision for data with a large offset and makes the mean of identical
-    values exactly that value.
+
+@njit(cache=True, nogil=True)
+def _block_window_sum(
+    a: np.ndarray,
+    start: int,
+    stop: int,
+    centre: float,
+    half_width: float,
+    shift: float,
+    acc: np.ndarray,
+    cnt: np.ndarray,
+) -> tuple[int, float]:
+    """Return the number of the values of ``a[start:stop]`` with
+    ``|v - centre| <= half_width`` and the sum of their ``v - shift``, in the
+    canonical order: value ``start + r * _LANES + l`` goes to partial sum
+    ``l``, and the partial sums are added in lane order.
+
+    ``acc`` and ``cnt`` are `_LANES`-long scratch arrays (float64, int64).
+    The loop over lanes has no dependency from one lane to the next, so it
+    vectorises without reassociating any sum.
     """
+    acc[:] = 0.0
+    cnt[:] = 0
+    rows = (stop - start) // _LANES
+    for r in range(rows):
+        row = a[start + r * _LANES : start + (r + 1) * _LANES]
+        for lane in range(_LANES):
+            v = np.float64(row[lane])
+            keep = abs(v - centre) <= half_width
+            acc[lane] += (v - shift) if keep else 0.0
+            cnt[lane] += keep
+    tail = a[start + rows * _LANES : stop]
+    for lane in range(tail.shape[0]):
+        v = np.float64(tail[lane])
+        keep = abs(v - centre) <= half_width
+        acc[lane] += (v - shift) if keep else 0.0
+        cnt[lane] += keep
+    kept = 0
     total = 0.0
-    for i in range(n):
-        total += a[i] - shift
-    mean = shift + total / n
-    if n < 2:
-        return mean, math.nan
-    squares = 0.0
-    for i in range(n):
-        d = a[i] - mean
-        squares += d * d
-    return mean, squares / (n - 1)
+    for lane in range(_LANES):
+        kept += cnt[lane]
+        total += acc[lane]
+    return kept, total
+
+
+@njit(cache=True, nogil=True)
+def _block_window_squares(
+    a: np.ndarray, start: int, stop: int, centre: float, half_width: float, mean: float, acc: np.ndarray
+) -> float:
+    """Return the sum of ``(v - mean)**2`` over the values of ``a[start:stop]``
+    with ``|v - centre| <= half_width``, in the canonical order (see
+    `_block_window_sum`).
+    """
+    acc[:] = 0.0
+    rows = (stop - start) // _LANES
+    for r in range(rows):
+        row = a[start + r * _LANES : start + (r + 1) * _LANES]
+        for lane in range(_LANES):
+            v = np.float64(row[lane])
+            d = v - mean
+            acc[lane] += d * d if abs(v - centre) <= half_width else 0.0
+    tail = a[start + rows * _LANES : stop]
+    for lane in range(tail.shape[0]):
+        v = np.float64(tail[lane])
+        d = v - mean
+        acc[lane] += d * d if abs(v - centre) <= half_width else 0.0
+    total = 0.0
+    for lane in range(_LANES):
+        total += acc[lane]
+    return total
 
 
 @njit(cache=True, nogil=True)
 def _clipped_mean_var(
-    a: np.ndarray, n: int, centre: float, half_width: float, shift: float
+    a: np.ndarray, n: int, centre: float, half_width: float, shift: float, acc: np.ndarray, cnt: np.ndarray
 ) -> tuple[int, float, float]:
     """Return the number, mean and (ddof=1) variance of the values of
     ``a[:n]`` with ``|v - centre| <= half_width``.
+
+    Sums are of deviations from ``shift`` (a value near the mean), which keeps
+    precision for data with a large offset and makes the mean of identical
+    values exactly that value. ``acc`` and ``cnt`` are lane scratch.
     """
     kept = 0
     total = 0.0
-    for i in range(n):
-        if abs(a[i] - centre) <= half_width:
-            kept += 1
-            total += a[i] - shift
+    for start in range(0, n, _BLOCK):
+        k, t = _block_window_sum(a, start, min(start + _BLOCK, n), centre, half_width, shift, acc, cnt)
+        kept += k
+        total += t
     if kept == 0:
         return 0, math.nan, math.nan
     mean = shift + total / kept
     if kept < 2:
         return kept, mean, math.nan
     squares = 0.0
-    for i in range(n):
-        if abs(a[i] - centre) <= half_width:
-            d = a[i] - mean
-            squares += d * d
+    for start in range(0, n, _BLOCK):
+        squares += _block_window_squares(a, start, min(start + _BLOCK, n), centre, half_width, mean, acc)
     return kept, mean, squares / (kept - 1)
 
 
-@njit(cache=True, nogil=True)
-def _reduce(a: np.ndarray, n: int, code: int, clip: float, n_iter: int) -> tuple[float, float]:
-    """Return the statistic and its error for the ``n`` good values in
-    ``a[:n]``, which may be reordered.
+@njit(cache=True, parallel=True)
+def _clipped_mean_var_parallel(
+    a: np.ndarray, n: int, centre: float, half_width: float, shift: float
+) -> tuple[int, float, float]:
+    """`_clipped_mean_var` with the blocks summed by all threads (identical
+    results: the block sums are added in the same order).
     """
-    if n == 0:
-        return math.nan, math.nan
-    if code == _MEAN:
-        mean, var = _mean_var(a, n, a[0])
-        return mean, math.sqrt(var / n)
-    if code == _MEDIAN:
-        median, _ = _quantile_from(a, 0, n, 0.5)
-        _, var = _mean_var(a, n, median)
-        return median, math.sqrt(0.5 * math.pi * var / n)
-    # MEANCLIP
-    if n == 1:
-        return a[0], math.nan
-    q25, k = _quantile_from(a, 0, n, 0.25)
-    median, k = _quantile_from(a, k, n, 0.5)
-    q75, k = _quantile_from(a, k, n, 0.75)
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    kept_of = np.empty(n_blocks, dtype=np.int64)
+    total_of = np.empty(n_blocks, dtype=np.float64)
+    for b in prange(n_blocks):
+        acc = np.empty(_LANES, dtype=np.float64)
+        cnt = np.empty(_LANES, dtype=np.int64)
+        start = b * _BLOCK
+        k, t = _block_window_sum(a, start, min(start + _BLOCK, n), centre, half_width, shift, acc, cnt)
+        kept_of[b] = k
+        total_of[b] = t
+    kept = 0
+    total = 0.0
+    for b in range(n_blocks):
+        kept += kept_of[b]
+        total += total_of[b]
+    if kept == 0:
+        return 0, math.nan, math.nan
+    mean = shift + total / kept
+    if kept < 2:
+        return kept, mean, math.nan
+    for b in prange(n_blocks):
+        acc = np.empty(_LANES, dtype=np.float64)
+        start = b * _BLOCK
+        total_of[b] = _block_window_squares(a, start, min(start + _BLOCK, n), centre, half_width, mean, acc)
+    squares = 0.0
+    for b in range(n_blocks):
+        squares += total_of[b]
+    return kept, mean, squares / (kept - 1)
+
+
+# --- Exact order statistics -------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _ranks_of(n: int, code: int, ranks: np.ndarray) -> np.ndarray:
+    """Return the ranks whose values a statistic of ``n`` values needs: the
+    order statistics below and above each quantile (rank
+    ``floor(f * (n - 1))`` and the next one, or the same one twice when the
+    quantile falls on it). MEDIAN needs two, MEANCLIP six (increasing, but
+    for n = 2). They are written to the start of ``ranks``; the returned
+    array is that part of it.
+    """
+    count = 2 if code == _MEDIAN else 6
+    first = 1 if code == _MEDIAN else 0
+    ranks = ranks[:count]
+    for q in range(count // 2):
+        pos = (first + q + 1) * 0.25 * (n - 1)
+        k = int(math.floor(pos))
+        ranks[2 * q] = k
+        ranks[2 * q + 1] = k + 1 if pos - k > 0.0 else k
+    return ranks
+
+
+@njit(cache=True, nogil=True)
+def _histogram_range(a: np.ndarray, n: int) -> tuple[float, float, int]:
+    """Choose the histogram that brackets the quartiles of ``a[:n]``.
+
+    Returns ``(low, scale, n_bins)``: value ``v`` falls in bin `_bin_of`;
+    ``n_bins == 0`` if a sample shows no spread (heavily tied data), where a
+    histogram would not split the values.
+
+    The range, from the quartiles of a small strided sample, is only a guess
+    that keeps the bins holding the wanted ranks small: the order statistics
+    found through it are exact whatever the guess.
+    """
+    size = 16 if n < 2048 else 32 if n < 8192 else 64
+    stride = n // size
+    sample = np.empty(size, dtype=np.float64)
+    for i in range(size):
+        value = np.float64(a[i * stride + stride // 2])
+        j = i - 1
+        while j >= 0 and sample[j] > value:
+            sample[j + 1] = sample[j]
+            j -= 1
+        sample[j + 1] = value
+    q1 = sample[size // 4]
+    q3 = sample[size - 1 - size // 4]
+    spread = q3 - q1
+    n_bins = min(max(n // 8, 16), _HIST_MAX_BINS)
+    low = q1 - spread
+    scale = n_bins / (3.0 * spread) if spread > 0.0 else 0.0
+    if not (spread > 0.0 and math.isfinite(low) and math.isfinite(scale) and scale > 0.0):
+        return 0.0, 0.0, 0
+    return low, scale, n_bins
+
+
+@njit(cache=True, nogil=True)
+def _bin_indices(a: np.ndarray, n: int, low: float, scale: float, n_bins: int, idx: np.ndarray) -> None:
+    """Put in ``idx[:n]`` the histogram bin of each value of ``a[:n]``: 0
+    below the range, ``n_bins + 1`` above it.
+
+    The bin is a non-decreasing function of the value, so every bin holds
+    consecutive ranks.
+    """
+    top = np.float64(n_bins)
+    for i in range(n):
+        t = (np.float64(a[i]) - low) * scale
+        t = min(max(t, -1.0), top)
+        idx[i] = np.int32(t + 1.0)
+
+
+@njit(cache=True, nogil=True)
+def _plan_union(
+    hist: np.ndarray,
+    n_bins: int,
+    ranks: np.ndarray,
+    flag: np.ndarray,
+    bin_of_rank: np.ndarray,
+    before: np.ndarray,
+    union_rank: np.ndarray,
+) -> int:
+    """From the counts per bin, find the bin of each wanted rank and flag it.
+
+    Fills ``union_rank`` with the rank of each wanted rank among the values
+    of the flagged bins (their "union", in value order bin after bin) and
+    returns the union's size. ``bin_of_rank`` receives the bins, so the
+    caller can clear the flags afterwards; ``before`` is scratch.
+    """
+    n_ranks = ranks.shape[0]
+    cum = 0
+    t = 0
+    for b in range(n_bins + 2):
+        nxt = cum + hist[b]
+        while t < n_ranks and ranks[t] < nxt:
+            bin_of_rank[t] = b
+            before[t] = cum
+            t += 1
+        if t == n_ranks:
+            break
+        cum = nxt
+    size = 0
+    for t in range(n_ranks):
+        b = bin_of_rank[t]
+        if not flag[b]:
+            flag[b] = 1
+            size += hist[b]
+    for t in range(n_ranks):
+        # Flagged values below this rank's bin, then the rank within its bin.
+        below = 0
+        for s in range(n_ranks):
+            b = bin_of_rank[s]
+            if b < bin_of_rank[t] and (s == 0 or b != bin_of_rank[s - 1]):
+                below += hist[b]
+        union_rank[t] = below + ranks[t] - before[t]
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _select_ranks(u: np.ndarray, size: int, union_rank: np.ndarray, values: np.ndarray) -> None:
+    """Put in ``values`` the values of the ``union_rank`` ranks of
+    ``u[:size]``, reordering ``u``.
+    """
+    if size <= _SORT_UNION:
+        # A few dozen values: one insertion sort beats repeated selection.
+        for i in range(1, size):
+            v = u[i]
+            j = i - 1
+            while j >= 0 and u[j] > v:
+                u[j + 1] = u[j]
+                j -= 1
+            u[j + 1] = v
+        for t in range(union_rank.shape[0]):
+            values[t] = np.float64(u[union_rank[t]])
+        return
+    lo = 0
+    for t in range(union_rank.shape[0]):
+        r = union_rank[t]
+        if t > 0 and r == union_rank[t - 1]:
+            values[t] = values[t - 1]
+            continue
+        if r < lo:
+            # Only tiny groups have ranks out of order (n = 2: k25 + 1 > k50).
+            lo = 0
+        _select(u, lo, size, r)
+        values[t] = np.float64(u[r])
+        lo = r
+
+
+@njit(cache=True, nogil=True)
+def _order_statistics(
+    a: np.ndarray,
+    n: int,
+    ranks: np.ndarray,
+    values: np.ndarray,
+    idx: np.ndarray,
+    hist: np.ndarray,
+    flag: np.ndarray,
+    u: np.ndarray,
+    ints: np.ndarray,
+) -> None:
+    """Put in ``values`` the values of the ``ranks`` of ``a[:n]`` without
+    changing ``a``.
+
+    Large groups are histogrammed over a guessed range, and only the values
+    in the bins holding the wanted ranks (a few per cent) are copied and
+    selected; small or heavily tied groups are copied whole and selected.
+    Either way the values are exact. Scratch: ``idx`` (int32, ``n``),
+    ``hist`` (int32) and ``flag`` (uint8, all zero; left so) of
+    ``_HIST_MAX_BINS + 2``, ``u`` (``n + 1``, the type of ``a``), ``ints``
+    (int64, 32).
+    """
+    n_ranks = ranks.shape[0]
+    values = values[:n_ranks]
+    n_bins = 0
+    if n >= _HIST_MIN:
+        low, scale, n_bins = _histogram_range(a, n)
+    if n_bins == 0:
+        u[:n] = a[:n]
+        _select_ranks(u, n, ranks, values)
+        return
+    _bin_indices(a, n, low, scale, n_bins, idx)
+    hist[: n_bins + 2] = 0
+    for i in range(n):
+        hist[idx[i]] += 1
+    bin_of_rank = ints[:n_ranks]
+    union_rank = ints[8 : 8 + n_ranks]
+    size = _plan_union(hist, n_bins, ranks, flag, bin_of_rank, ints[16 : 16 + n_ranks], union_rank)
+    m = 0
+    for i in range(n):
+        u[m] = a[i]  # a slot past the flagged values takes the rest
+        m += flag[idx[i]]
+    for t in range(ranks.shape[0]):
+        flag[bin_of_rank[t]] = 0
+    _select_ranks(u, size, union_rank, values)
+
+
+@njit(cache=True, parallel=True)
+def _order_statistics_parallel(a: np.ndarray, n: int, ranks: np.ndarray) -> np.ndarray:
+    """`_order_statistics` of a large group, histogram and copy done by all
+    threads (same values: they are exact).
+    """
+    values = np.empty(ranks.shape[0], dtype=np.float64)
+    low, scale, n_bins = _histogram_range(a, n)
+    if n_bins == 0:
+        scratch = a[:n].copy()
+        _select_ranks(scratch, n, ranks, values)
+        return values
+    n_chunks = max(1, min(64, n // _BLOCK))
+    idx = np.empty(n, dtype=np.int32)
+    hists = np.zeros((n_chunks, n_bins + 2), dtype=np.int64)
+    for c in prange(n_chunks):
+        lo = c * n // n_chunks
+        hi = (c + 1) * n // n_chunks
+        _bin_indices(a[lo:hi], hi - lo, low, scale, n_bins, idx[lo:hi])
+        for i in range(lo, hi):
+            hists[c, idx[i]] += 1
+    hist = np.zeros(n_bins + 2, dtype=np.int64)
+    for c in range(n_chunks):
+        hist += hists[c]
+    flag = np.zeros(n_bins + 2, dtype=np.uint8)
+    bin_of_rank = np.empty(ranks.shape[0], dtype=np.int64)
+    union_rank = np.empty(ranks.shape[0], dtype=np.int64)
+    before = np.empty(ranks.shape[0], dtype=np.int64)
+    size = _plan_union(hist, n_bins, ranks, flag, bin_of_rank, before, union_rank)
+    offsets = np.zeros(n_chunks + 1, dtype=np.int64)
+    for c in range(n_chunks):
+        flagged = 0
+        for t in range(ranks.shape[0]):
+            b = bin_of_rank[t]
+            if t == 0 or b != bin_of_rank[t - 1]:
+                flagged += hists[c, b]
+        offsets[c + 1] = offsets[c] + flagged
+    u = np.empty(size, dtype=a.dtype)
+    for c in prange(n_chunks):
+        m = offsets[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            if flag[idx[i]]:
+                u[m] = a[i]
+                m += 1
+    _select_ranks(u, size, union_rank, values)
+    return values
+
+
+@njit(cache=True, nogil=True)
+def _interpolate_quantile(values: np.ndarray, q: int, n: int, f: float) -> float:
+    """Return the ``f`` quantile from the two order statistics that
+    `_ranks_of` put at ``values[2 * q]`` and ``values[2 * q + 1]``.
+    """
+    pos = f * (n - 1)
+    frac = pos - math.floor(pos)
+    value = values[2 * q]
+    if frac > 0.0:
+        value = value + (values[2 * q + 1] - value) * frac
+    return value
+
+
+# --- Reductions -------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _workspace(size: int, like: np.ndarray) -> tuple:
+    """Return the scratch arrays `_reduce` needs for groups of up to
+    ``size`` values of the type of ``like``, allocated once per task rather
+    than once per group.
+    """
+    return (
+        np.empty(size, dtype=np.int32),
+        np.empty(_HIST_MAX_BINS + 2, dtype=np.int32),
+        np.zeros(_HIST_MAX_BINS + 2, dtype=np.uint8),
+        np.empty(size + 1, dtype=like.dtype),
+        np.empty(_LANES, dtype=np.float64),
+        np.empty(_LANES, dtype=np.int64),
+        np.empty(32, dtype=np.int64),
+        np.empty(8, dtype=np.float64),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _iterate_clip(
+    a: np.ndarray, n: int, values: np.ndarray, clip: float, n_iter: int, acc: np.ndarray, cnt: np.ndarray
+) -> tuple[float, float]:
+    """Return MEANCLIP's value and error from the quartile order statistics
+    ``values`` (see `_ranks_of`).
+    """
+    q25 = _interpolate_quantile(values, 0, n, 0.25)
+    median = _interpolate_quantile(values, 1, n, 0.5)
+    q75 = _interpolate_quantile(values, 2, n, 0.75)
     centre = median
     half_width = clip * IQR_TO_SIGMA * (q75 - q25)
     kept = 0
@@ -510,15 +937,182 @@ def _reduce(a: np.ndarray, n: int, code: int, clip: float, n_iter: int) -> tuple
                 break
             centre = mean
             half_width = clip * math.sqrt(var)
-        new_kept, new_mean, new_var = _clipped_mean_var(a, n, centre, half_width, median)
+        new_kept, new_mean, new_var = _clipped_mean_var(a, n, centre, half_width, median, acc, cnt)
         if new_kept == 0:
             if iteration == 0:
                 # The first pass has no predecessor but the unclipped data.
-                mean, var = _mean_var(a, n, median)
-                kept = n
+                kept, mean, var = _clipped_mean_var(a, n, 0.0, math.inf, median, acc, cnt)
             break
         kept, mean, var = new_kept, new_mean, new_var
     return mean, math.sqrt(var / kept)
+
+
+@njit(cache=True)
+def _iterate_clip_parallel(
+    a: np.ndarray, n: int, values: np.ndarray, clip: float, n_iter: int
+) -> tuple[float, float]:
+    """`_iterate_clip` with the sums spread over all threads (same results)."""
+    q25 = _interpolate_quantile(values, 0, n, 0.25)
+    median = _interpolate_quantile(values, 1, n, 0.5)
+    q75 = _interpolate_quantile(values, 2, n, 0.75)
+    centre = median
+    half_width = clip * IQR_TO_SIGMA * (q75 - q25)
+    kept = 0
+    mean = math.nan
+    var = math.nan
+    for iteration in range(n_iter):
+        if iteration > 0:
+            if kept < 2:
+                break
+            centre = mean
+            half_width = clip * math.sqrt(var)
+        new_kept, new_mean, new_var = _clipped_mean_var_parallel(a, n, centre, half_width, median)
+        if new_kept == 0:
+            if iteration == 0:
+                kept, mean, var = _clipped_mean_var_parallel(a, n, 0.0, math.inf, median)
+            break
+        kept, mean, var = new_kept, new_mean, new_var
+    return mean, math.sqrt(var / kept)
+
+
+@njit(cache=True, nogil=True)
+def _reduce(a: np.ndarray, n: int, code: int, clip: float, n_iter: int, work: tuple) -> tuple[float, float]:
+    """Return the statistic and its error for the ``n`` good values in
+    ``a[:n]`` (in pixel order, left unchanged); ``work`` is a `_workspace`.
+    """
+    idx, hist, flag, u, acc, cnt, ints, values = work
+    if n == 0:
+        return math.nan, math.nan
+    if code == _MEAN:
+        _, mean, var = _clipped_mean_var(a, n, 0.0, math.inf, np.float64(a[0]), acc, cnt)
+        return mean, math.sqrt(var / n)
+    if code == _MEANCLIP and n == 1:
+        return np.float64(a[0]), math.nan
+    ranks = _ranks_of(n, code, ints[24:32])
+    _order_statistics(a, n, ranks, values, idx, hist, flag, u, ints)
+    if code == _MEDIAN:
+        median = _interpolate_quantile(values, 0, n, 0.5)
+        _, _, var = _clipped_mean_var(a, n, 0.0, math.inf, median, acc, cnt)
+        return median, math.sqrt(0.5 * math.pi * var / n)
+    return _iterate_clip(a, n, values, clip, n_iter, acc, cnt)
+
+
+@njit(cache=True)
+def _reduce_parallel(a: np.ndarray, n: int, code: int, clip: float, n_iter: int) -> tuple[float, float]:
+    """`_reduce` of one large group with every pass spread over all threads;
+    the results are identical.
+    """
+    if n == 0:
+        return math.nan, math.nan
+    if code == _MEAN:
+        _, mean, var = _clipped_mean_var_parallel(a, n, 0.0, math.inf, np.float64(a[0]))
+        return mean, math.sqrt(var / n)
+    if code == _MEANCLIP and n == 1:
+        return np.float64(a[0]), math.nan
+    values = _order_statistics_parallel(a, n, _ranks_of(n, code, np.empty(8, dtype=np.int64)))
+    if code == _MEDIAN:
+        median = _interpolate_quantile(values, 0, n, 0.5)
+        _, _, var = _clipped_mean_var_parallel(a, n, 0.0, math.inf, median)
+        return median, math.sqrt(0.5 * math.pi * var / n)
+    return _iterate_clip_parallel(a, n, values, clip, n_iter)
+
+
+# --- Gathering ----------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def _gather_parallel(
+    array: np.ndarray, bad: np.ndarray, has_bad: bool, y0: int, y1: int, x0: int, x1: int
+) -> np.ndarray:
+    """Return the good pixels of ``array[y0:y1, x0:x1]`` in pixel order,
+    rows counted and copied by all threads.
+    """
+    rows = y1 - y0
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    for r in prange(rows):
+        y = y0 + r
+        good = 0
+        for x in range(x0, x1):
+            good += math.isfinite(array[y, x]) and not (has_bad and bad[y, x])
+        offsets[r + 1] = good
+    for r in range(rows):
+        offsets[r + 1] += offsets[r]
+    buf = np.empty(offsets[rows], dtype=array.dtype)
+    for r in prange(rows):
+        y = y0 + r
+        m = offsets[r]
+        for x in range(x0, x1):
+            v = array[y, x]
+            if math.isfinite(v) and not (has_bad and bad[y, x]):
+                buf[m] = v
+                m += 1
+    return buf
+
+
+# --- Image kernels ------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _binned_task(
+    array: np.ndarray,
+    bad: np.ndarray,
+    has_bad: bool,
+    x_edges: np.ndarray,
+    y_edges: np.ndarray,
+    j: int,
+    i0: int,
+    i1: int,
+    code: int,
+    clip: float,
+    n_iter: int,
+    value: np.ndarray,
+    error: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Reduce bins ``i0..i1-1`` of bin row ``j``.
+
+    The good pixels of the bins are copied image row by image row (long
+    contiguous reads, which the memory system streams), each bin's into its
+    own part of one buffer; the bins are then reduced from that buffer while
+    it is still in cache.
+    """
+    y0 = y_edges[j]
+    y1 = y_edges[j + 1]
+    height = y1 - y0
+    fill = np.zeros(i1 - i0, dtype=np.int64)
+    largest = 0
+    for i in range(i0, i1):
+        largest = max(largest, height * (x_edges[i + 1] - x_edges[i]))
+    buf = np.empty(height * (x_edges[i1] - x_edges[i0]), dtype=array.dtype)
+    for y in range(y0, y1):
+        row = array[y]
+        bad_row = bad[y] if has_bad else bad[0]
+        for i in range(i0, i1):
+            x0 = x_edges[i]
+            x1 = x_edges[i + 1]
+            # Every value is written and the fill advances only past good
+            # ones: no branch to mispredict at the edges of masked objects.
+            n = height * (x0 - x_edges[i0]) + fill[i - i0]
+            start = n
+            if has_bad:
+                for x in range(x0, x1):
+                    v = row[x]
+                    buf[n] = v
+                    n += math.isfinite(v) and not bad_row[x]
+            else:
+                for x in range(x0, x1):
+                    v = row[x]
+                    buf[n] = v
+                    n += math.isfinite(v)
+            fill[i - i0] += n - start
+    work = _workspace(largest, array)
+    for i in range(i0, i1):
+        start = height * (x_edges[i] - x_edges[i0])
+        n = fill[i - i0]
+        count[j, i] = n
+        val, err = _reduce(buf[start : start + n], n, code, clip, n_iter, work)
+        value[j, i] = val
+        error[j, i] = err
 
 
 @njit(cache=True, parallel=True)
@@ -528,6 +1122,8 @@ def _binned_kernel(
     has_bad: bool,
     x_edges: np.ndarray,
     y_edges: np.ndarray,
+    tasks: np.ndarray,
+    schedule: np.ndarray,
     code: int,
     clip: float,
     n_iter: int,
@@ -535,30 +1131,32 @@ def _binned_kernel(
     error: np.ndarray,
     count: np.ndarray,
 ) -> None:
-    """Fill ``value``, ``error`` and ``count`` (shape ``(ny, nx)``) with the
-    statistic of each bin of ``array``.
+    """Fill ``value``, ``error`` and ``count`` (shape ``(ny, nx)``) for the
+    bins of ``tasks``: row ``(j, i0, i1)`` is bins ``i0..i1-1`` of bin row
+    ``j`` (see `_binned_task`). Row ``w`` of ``schedule`` lists the tasks of
+    one thread (``-1`` pads).
     """
-    nx = x_edges.shape[0] - 1
-    ny = y_edges.shape[0] - 1
-    for b in prange(nx * ny):
-        j = b // nx
-        i = b - j * nx
-        x0 = x_edges[i]
-        x1 = x_edges[i + 1]
-        y0 = y_edges[j]
-        y1 = y_edges[j + 1]
-        buf = np.empty((y1 - y0) * (x1 - x0), dtype=np.float64)
-        n = 0
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                v = np.float64(array[y, x])
-                if math.isfinite(v) and not (has_bad and bad[y, x]):
-                    buf[n] = v
-                    n += 1
-        count[j, i] = n
-        val, err = _reduce(buf, n, code, clip, n_iter)
-        value[j, i] = val
-        error[j, i] = err
+    for w in prange(schedule.shape[0]):
+        for s in range(schedule.shape[1]):
+            t = schedule[w, s]
+            if t < 0:
+                break
+            _binned_task(
+                array,
+                bad,
+                has_bad,
+                x_edges,
+                y_edges,
+                tasks[t, 0],
+                tasks[t, 1],
+                tasks[t, 2],
+                code,
+                clip,
+                n_iter,
+                value,
+                error,
+                count,
+            )
 
 
 @njit(cache=True, parallel=True)
@@ -584,7 +1182,7 @@ def _label_counts(
                 largest[c] = label
             if label >= n_labels:
                 continue
-            v = np.float64(array[p])
+            v = array[p]
             if math.isfinite(v) and not (has_bad and bad[p]):
                 counts[c, label] += 1
     return counts, largest.max()
@@ -594,7 +1192,8 @@ def _label_counts(
 def _label_scatter(
     array: np.ndarray, bad: np.ndarray, has_bad: bool, labels: np.ndarray, starts: np.ndarray, total: int
 ) -> np.ndarray:
-    """Return the good values grouped by label (a parallel counting sort).
+    """Return the good values grouped by label (a parallel counting sort),
+    in the input's type.
 
     ``starts[c, k]`` is where chunk ``c`` writes its first value of label
     ``k``; chunks follow each other within a label, so every group keeps
@@ -602,14 +1201,14 @@ def _label_scatter(
     """
     size = array.shape[0]
     n_chunks = starts.shape[0]
-    buf = np.empty(total, dtype=np.float64)
+    buf = np.empty(total, dtype=array.dtype)
     for c in prange(n_chunks):
         fill = starts[c].copy()
         for p in range(c * size // n_chunks, (c + 1) * size // n_chunks):
             label = labels[p]
             if label < 0:
                 continue
-            v = np.float64(array[p])
+            v = array[p]
             if math.isfinite(v) and not (has_bad and bad[p]):
                 buf[fill[label]] = v
                 fill[label] += 1
@@ -620,6 +1219,9 @@ def _label_scatter(
 def _labelled_kernel(
     buf: np.ndarray,
     offsets: np.ndarray,
+    groups: np.ndarray,
+    tasks: np.ndarray,
+    schedule: np.ndarray,
     code: int,
     clip: float,
     n_iter: int,
@@ -627,16 +1229,30 @@ def _labelled_kernel(
     error: np.ndarray,
     count: np.ndarray,
 ) -> None:
-    """Fill ``value``, ``error`` and ``count`` with the statistic of each
-    label's values ``buf[offsets[k]:offsets[k + 1]]``.
+    """Fill ``value``, ``error`` and ``count`` of the labels ``groups`` with
+    the statistic of each label's values ``buf[offsets[k]:offsets[k + 1]]``.
+
+    Task ``t`` is ``groups[tasks[t]:tasks[t + 1]]``; row ``w`` of
+    ``schedule`` lists the tasks of one thread (``-1`` pads).
     """
-    for k in prange(offsets.shape[0] - 1):
-        start = offsets[k]
-        n = offsets[k + 1] - start
-        count[k] = n
-        val, err = _reduce(buf[start : start + n], n, code, clip, n_iter)
-        value[k] = val
-        error[k] = err
+    for w in prange(schedule.shape[0]):
+        for s in range(schedule.shape[1]):
+            t = schedule[w, s]
+            if t < 0:
+                break
+            largest = 0
+            for g in range(tasks[t], tasks[t + 1]):
+                k = groups[g]
+                largest = max(largest, offsets[k + 1] - offsets[k])
+            work = _workspace(largest, buf)
+            for g in range(tasks[t], tasks[t + 1]):
+                k = groups[g]
+                start = offsets[k]
+                n = offsets[k + 1] - start
+                count[k] = n
+                val, err = _reduce(buf[start : start + n], n, code, clip, n_iter, work)
+                value[k] = val
+                error[k] = err
 
 
 @njit(cache=True, parallel=True)
@@ -652,22 +1268,238 @@ def _stack_kernel(
     count: np.ndarray,
 ) -> None:
     """Fill ``value``, ``error`` and ``count`` (shape ``(H, W)``) with the
-    statistic across the first axis of ``stack`` at each pixel.
+    statistic across the first axis of ``stack`` at each pixel, one pixel at
+    a time (any depth, any statistic).
     """
     depth, height, width = stack.shape
     for y in prange(height):
-        buf = np.empty(depth, dtype=np.float64)
+        buf = np.empty(depth, dtype=stack.dtype)
+        work = _workspace(depth, stack)
         for x in range(width):
             n = 0
             for k in range(depth):
-                v = np.float64(stack[k, y, x])
+                v = stack[k, y, x]
                 if math.isfinite(v) and not (has_bad and bad[k, y, x]):
                     buf[n] = v
                     n += 1
             count[y, x] = n
-            val, err = _reduce(buf, n, code, clip, n_iter)
+            val, err = _reduce(buf, n, code, clip, n_iter, work)
             value[y, x] = val
             error[y, x] = err
+
+
+_STACK_LANES = 64
+"""Pixels processed together by `_stack_network_kernel`."""
+
+_NETWORK_MAX_DEPTH = 128
+"""Deepest stack sorted by a network; deeper ones use `_stack_kernel`."""
+
+
+@functools.cache
+def _sorting_network(depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the comparators ``(lo, hi)`` of a sorting network for ``depth``
+    values: Batcher's odd-even merge sort for the next power of two, without
+    the comparators that touch an index ``>= depth`` (padding with +inf
+    values, which such comparators never move, makes that exact).
+    """
+    size = 1
+    while size < depth:
+        size *= 2
+    lo: list[int] = []
+    hi: list[int] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < depth:
+                        lo.append(i + j)
+                        hi.append(i + j + k)
+            k //= 2
+        p *= 2
+    return np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _lanes_window_pass(
+    buf: np.ndarray,
+    n: np.ndarray,
+    centre: np.ndarray,
+    half_width: np.ndarray,
+    shift: np.ndarray,
+    kept: np.ndarray,
+    total: np.ndarray,
+) -> None:
+    """For every lane (column of ``buf``), count and sum ``v - shift`` over
+    its first ``n`` values with ``|v - centre| <= half_width``, in row order.
+
+    The loop runs across lanes, so it vectorises while each lane still adds
+    its values one after the other.
+    """
+    depth, lanes = buf.shape
+    kept[:] = 0
+    total[:] = 0.0
+    for k in range(depth):
+        for p in range(lanes):
+            v = np.float64(buf[k, p])
+            keep = (k < n[p]) & (abs(v - centre[p]) <= half_width[p])
+            total[p] += (v - shift[p]) if keep else 0.0
+            kept[p] += keep
+
+
+@njit(cache=True, nogil=True)
+def _lanes_squares_pass(
+    buf: np.ndarray,
+    n: np.ndarray,
+    centre: np.ndarray,
+    half_width: np.ndarray,
+    mean: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """For every lane, sum ``(v - mean)**2`` over the values `_lanes_window_pass` keeps."""
+    depth, lanes = buf.shape
+    out[:] = 0.0
+    for k in range(depth):
+        for p in range(lanes):
+            v = np.float64(buf[k, p])
+            keep = (k < n[p]) & (abs(v - centre[p]) <= half_width[p])
+            d = v - mean[p]
+            out[p] += d * d if keep else 0.0
+
+
+@njit(cache=True, parallel=True)
+def _stack_network_kernel(
+    stack: np.ndarray,
+    bad: np.ndarray,
+    has_bad: bool,
+    net_lo: np.ndarray,
+    net_hi: np.ndarray,
+    code: int,
+    clip: float,
+    n_iter: int,
+    value: np.ndarray,
+    error: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """MEDIAN or MEANCLIP across the first axis of ``stack``, `_STACK_LANES`
+    pixels of a row at a time.
+
+    Each pixel's good values are sorted by the network ``(net_lo, net_hi)``
+    (bad ones become +inf and sort last), applied to all the pixels of a
+    chunk at once so that every comparator is a vector min/max; quartiles
+    are then read off directly. The clipping passes also run across pixels,
+    each pixel summing its values in sorted order.
+    """
+    depth, height, width = stack.shape
+    lanes = _STACK_LANES
+    n_chunks = (width + lanes - 1) // lanes
+    n_comparators = net_lo.shape[0]
+    for task in prange(height * n_chunks):
+        y = task // n_chunks
+        x0 = (task - y * n_chunks) * lanes
+        w = min(lanes, width - x0)
+        buf = np.empty((depth, lanes), dtype=stack.dtype)
+        n = np.zeros(lanes, dtype=np.int64)
+        for k in range(depth):
+            for p in range(w):
+                v = stack[k, y, x0 + p]
+                good = math.isfinite(v) and not (has_bad and bad[k, y, x0 + p])
+                buf[k, p] = v if good else np.inf
+                n[p] += good
+            for p in range(w, lanes):
+                buf[k, p] = np.inf
+        for c in range(n_comparators):
+            lo = net_lo[c]
+            hi = net_hi[c]
+            for p in range(lanes):
+                u = buf[lo, p]
+                v = buf[hi, p]
+                buf[lo, p] = min(u, v)
+                buf[hi, p] = max(u, v)
+        centre = np.zeros(lanes)
+        half_width = np.full(lanes, -1.0)  # keeps nothing: lanes already done
+        median = np.zeros(lanes)
+        kept = np.zeros(lanes, dtype=np.int64)
+        mean = np.full(lanes, math.nan)
+        var = np.full(lanes, math.nan)
+        new_kept = np.zeros(lanes, dtype=np.int64)
+        total = np.zeros(lanes)
+        new_mean = np.zeros(lanes)
+        squares = np.zeros(lanes)
+        active = np.zeros(lanes, dtype=np.bool_)
+        acc = np.empty(_LANES, dtype=np.float64)
+        cnt = np.empty(_LANES, dtype=np.int64)
+        for p in range(w):
+            m = n[p]
+            count[y, x0 + p] = m
+            if m == 0:
+                value[y, x0 + p] = math.nan
+                error[y, x0 + p] = math.nan
+                continue
+            if code == _MEANCLIP and m == 1:
+                value[y, x0 + p] = np.float64(buf[0, p])
+                error[y, x0 + p] = math.nan
+                continue
+            pos = 0.5 * (m - 1)
+            k = int(math.floor(pos))
+            med = np.float64(buf[k, p])
+            if pos - k > 0.0:
+                med = med + (np.float64(buf[k + 1, p]) - med) * (pos - k)
+            median[p] = med
+            active[p] = True
+            if code == _MEDIAN:
+                half_width[p] = math.inf
+                continue
+            pos = 0.25 * (m - 1)
+            k = int(math.floor(pos))
+            q25 = np.float64(buf[k, p])
+            if pos - k > 0.0:
+                q25 = q25 + (np.float64(buf[k + 1, p]) - q25) * (pos - k)
+            pos = 0.75 * (m - 1)
+            k = int(math.floor(pos))
+            q75 = np.float64(buf[k, p])
+            if pos - k > 0.0:
+                q75 = q75 + (np.float64(buf[k + 1, p]) - q75) * (pos - k)
+            centre[p] = med
+            half_width[p] = clip * IQR_TO_SIGMA * (q75 - q25)
+        passes = 1 if code == _MEDIAN else n_iter
+        for iteration in range(passes):
+            _lanes_window_pass(buf, n, centre, half_width, median, new_kept, total)
+            for p in range(w):
+                if active[p] and new_kept[p] > 0:
+                    new_mean[p] = median[p] + total[p] / new_kept[p]
+            _lanes_squares_pass(buf, n, centre, half_width, new_mean, squares)
+            for p in range(w):
+                if not active[p]:
+                    continue
+                if new_kept[p] == 0:
+                    if iteration == 0:
+                        # The first pass keeps nothing: unclipped statistics.
+                        kept[p], mean[p], var[p] = _clipped_mean_var(
+                            buf[:, p], n[p], 0.0, math.inf, median[p], acc, cnt
+                        )
+                    active[p] = False
+                    half_width[p] = -1.0
+                    continue
+                kept[p] = new_kept[p]
+                mean[p] = new_mean[p]
+                var[p] = squares[p] / (new_kept[p] - 1) if new_kept[p] > 1 else math.nan
+                if new_kept[p] < 2:
+                    # A single survivor has no scatter to clip with.
+                    active[p] = False
+                    half_width[p] = -1.0
+                else:
+                    centre[p] = mean[p]
+                    half_width[p] = clip * math.sqrt(var[p])
+        for p in range(w):
+            m = n[p]
+            if code == _MEDIAN and m > 0:
+                value[y, x0 + p] = median[p]
+                error[y, x0 + p] = math.sqrt(0.5 * math.pi * var[p] / m)
+            elif m > 1:
+                value[y, x0 + p] = mean[p]
+                error[y, x0 + p] = math.sqrt(var[p] / kept[p])
 
 
 # ---------------------------------------------------------------------------
@@ -723,6 +1555,88 @@ def _check_edges(edges: npt.ArrayLike, length: int, axis: str) -> np.ndarray:
             f"along {axis}; got {edges[0]}..{edges[-1]}."
         )
     return edges
+
+
+_BIG_GROUP = 1 << 18
+"""Fewest values for a group to be reduced by all threads together (when it
+is also a large share of the work)."""
+
+
+def _is_big(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Return which groups (bins, labels) of ``sizes`` values are reduced by
+    all threads together rather than one thread each: those larger than a
+    thread's share of the ``total``, which would leave threads idle.
+    Either way the results are identical.
+    """
+    threads = get_num_threads()
+    if threads == 1:
+        return np.zeros(sizes.shape, dtype=bool)
+    return (sizes >= _BIG_GROUP) & (sizes > total / threads)
+
+
+def _schedule(sizes: np.ndarray) -> np.ndarray:
+    """Assign tasks of the given sizes to the threads.
+
+    Returns ``(n_workers, k)`` task indices, ``-1`` padded: one row per
+    thread. Tasks of similar size are split into contiguous runs (neighbours
+    in the image stay together); otherwise the largest task goes to the
+    least-loaded thread first (LPT), which keeps a few large bins of unequal
+    size from leaving a thread idle.
+    """
+    n_tasks = sizes.size
+    workers = max(1, min(get_num_threads(), n_tasks))
+    if workers == 1 or sizes.max() <= 1.25 * max(sizes.min(), 1):
+        parts = np.array_split(np.arange(n_tasks, dtype=np.int64), workers)
+        assigned = [list(part) for part in parts]
+    else:
+        loads = [(0, w) for w in range(workers)]
+        assigned = [[] for _ in range(workers)]
+        for t in np.argsort(-sizes, kind="stable"):
+            load, w = heapq.heappop(loads)
+            assigned[w].append(int(t))
+            heapq.heappush(loads, (load + int(sizes[t]), w))
+    schedule = np.full((workers, max(len(a) for a in assigned)), -1, dtype=np.int64)
+    for w, tasks in enumerate(assigned):
+        schedule[w, : len(tasks)] = tasks
+    return schedule
+
+
+_TASK_PIXELS = 1 << 17
+"""Pixels per task of the one-thread-per-bin kernels: a task's copy of its
+bins (512 KiB of float32) stays in the core's cache while it reduces them.
+"""
+
+
+def _bin_tasks(sizes: np.ndarray, big: np.ndarray) -> np.ndarray:
+    """Split the bins not in ``big`` into tasks of `_binned_kernel`: runs of
+    neighbouring bins of one bin row holding about `_TASK_PIXELS` pixels.
+
+    Returns ``(n_tasks, 3)`` rows ``(j, i0, i1)``.
+    """
+    small = ~big
+    small_sizes = np.where(small, sizes, 0)
+    # A run of small bins ends at a big bin or where the pixels before it
+    # in the row cross a multiple of _TASK_PIXELS.
+    segment = np.cumsum(big, axis=1)
+    group = (np.cumsum(small_sizes, axis=1) - small_sizes) // _TASK_PIXELS
+    new = np.ones(sizes.shape, dtype=bool)
+    new[:, 1:] = big[:, :-1] | (segment[:, 1:] != segment[:, :-1]) | (group[:, 1:] != group[:, :-1])
+    starts = small & new
+    ends = np.zeros(sizes.shape, dtype=bool)
+    ends[:, -1] = small[:, -1]
+    ends[:, :-1] = small[:, :-1] & (big[:, 1:] | starts[:, 1:])
+    j, i0 = np.nonzero(starts)
+    _, last = np.nonzero(ends)
+    return np.stack([j, i0, last + 1], axis=1).astype(np.int64)
+
+
+def _group_tasks(sizes: np.ndarray) -> np.ndarray:
+    """Split consecutive groups of ``sizes`` values into tasks of about
+    `_TASK_PIXELS` values; returns the ``n_tasks + 1`` task boundaries.
+    """
+    ends = np.cumsum(sizes)
+    cuts = np.searchsorted(ends, np.arange(_TASK_PIXELS, int(ends[-1]), _TASK_PIXELS), side="right")
+    return np.unique(np.concatenate([[0], cuts, [sizes.size]])).astype(np.int64)
 
 
 def binned_statistics(
@@ -805,7 +1719,23 @@ def binned_statistics(
     value = np.empty(shape, dtype=np.float64)
     error = np.empty(shape, dtype=np.float64)
     count = np.empty(shape, dtype=np.int64)
-    _binned_kernel(array, bad, has_bad, x_edges, y_edges, _CODES[prop], clip, n_iter, value, error, count)
+    sizes = (np.diff(y_edges)[:, np.newaxis] * np.diff(x_edges)[np.newaxis, :]).ravel()
+    big = _is_big(sizes, array.size)
+    code = _CODES[prop]
+    tasks = _bin_tasks(sizes.reshape(shape), big.reshape(shape))
+    if tasks.size:
+        widths = x_edges[tasks[:, 2]] - x_edges[tasks[:, 1]]
+        heights = y_edges[tasks[:, 0] + 1] - y_edges[tasks[:, 0]]
+        schedule = _schedule(widths * heights)
+        _binned_kernel(
+            array, bad, has_bad, x_edges, y_edges, tasks, schedule, code, clip, n_iter, value, error, count
+        )
+    for b in np.flatnonzero(big):
+        # Too few bins to keep every thread busy: all threads work on each.
+        j, i = divmod(int(b), shape[1])
+        buf = _gather_parallel(array, bad, has_bad, y_edges[j], y_edges[j + 1], x_edges[i], x_edges[i + 1])
+        count[j, i] = buf.size
+        value[j, i], error[j, i] = _reduce_parallel(buf, buf.size, code, clip, n_iter)
     return StatsResult(value=value, error=error, count=count)
 
 
@@ -948,7 +1878,18 @@ def labelled_statistics(
     value = np.empty(n_labels, dtype=np.float64)
     error = np.empty(n_labels, dtype=np.float64)
     count = np.empty(n_labels, dtype=np.int64)
-    _labelled_kernel(buf, offsets, _CODES[prop], clip, n_iter, value, error, count)
+    code = _CODES[prop]
+    big = _is_big(np.diff(offsets), buf.size)
+    small = np.flatnonzero(~big)
+    if small.size:
+        tasks = _group_tasks(np.diff(offsets)[small])
+        task_sizes = offsets[small[tasks[1:] - 1] + 1] - offsets[small[tasks[:-1]]]
+        schedule = _schedule(task_sizes)
+        _labelled_kernel(buf, offsets, small, tasks, schedule, code, clip, n_iter, value, error, count)
+    for k in np.flatnonzero(big):
+        group = buf[offsets[k] : offsets[k + 1]]
+        count[k] = group.size
+        value[k], error[k] = _reduce_parallel(group, group.size, code, clip, n_iter)
     return StatsResult(value=value, error=error, count=count)
 
 
@@ -1032,5 +1973,11 @@ def stack_statistics(
     value = np.empty(shape, dtype=np.float64)
     error = np.empty(shape, dtype=np.float64)
     count = np.empty(shape, dtype=np.int64)
-    _stack_kernel(stack, bad, has_bad, _CODES[prop], clip, n_iter, value, error, count)
+    code = _CODES[prop]
+    depth = stack.shape[0]
+    if code != _MEAN and depth <= _NETWORK_MAX_DEPTH:
+        net_lo, net_hi = _sorting_network(depth)
+        _stack_network_kernel(stack, bad, has_bad, net_lo, net_hi, code, clip, n_iter, value, error, count)
+    else:
+        _stack_kernel(stack, bad, has_bad, code, clip, n_iter, value, error, count)
     return StatsResult(value=value, error=error, count=count)
