@@ -115,7 +115,7 @@ def test_certify_twice_is_harmless(built):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 0 and "Nothing new to certify" in result.stdout
+    assert result.returncode == 0 and "No new 'sky' to certify" in result.stdout
 
 
 def test_quality_reports_and_figures(built, tmp_path):

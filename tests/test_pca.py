@@ -250,3 +250,99 @@ def test_too_few_exposures():
     data = np.ones((2, 10))
     with pytest.raises(NoDataError):
         robust_pca(data, 3)
+
+
+def test_cp_sky_combine_components(two_pattern_training):
+    """cpSkyCombine with nComponents: one focal-plane quantum, `sky` unchanged, K templates, report."""
+    from lsst.skyframes.build import CpSkyCombineConfig, CpSkyCombineConnections, CpSkyCombineTask
+
+    default = CpSkyCombineConnections(config=CpSkyCombineConfig())
+    assert set(default.dimensions) == {"instrument", "physical_filter", "detector"}
+    assert "outputComponents" not in default.outputs
+    config = CpSkyCombineConfig()
+    config.nComponents = 2
+    connections = CpSkyCombineConnections(config=config)
+    assert set(connections.dimensions) == {"instrument", "physical_filter"}
+    assert connections.outputCalib.multiple and connections.outputComponents.multiple
+    assert connections.outputComponents.isCalibration
+
+    ids = [100 + i for i in range(N_TRAIN)]
+    backgrounds = {det: list(bgs) for det, bgs in two_pattern_training.items()}
+    backgrounds[2][4] = None  # exposure 104 lacks detector 2
+    result = CpSkyCombineTask(config=config).runComponents(backgrounds, ids)
+    single = CpSkyCombineTask(config=CpSkyCombineConfig())
+    for det in DETECTORS:
+        present = [(e, bg) for e, bg in zip(ids, backgrounds[det], strict=True) if bg is not None]
+        reference = single.run([bg for _, bg in present], [e for e, _ in present]).outputCalib
+        np.testing.assert_array_equal(result.outputCalib[det].image.array, reference.image.array)
+        assert result.outputCalib[det].metadata["SKY_NINPUTS"] == len(present)
+        templates = result.outputComponents[det]
+        assert len(templates) == 2
+        np.testing.assert_array_equal(templates[0][0].getStatsImage().image.array, reference.image.array)
+        report = result.outputQuality[det]
+        assert report["inputs_used"] == [e for e, _ in present]
+        assert len(report["variance_explained"]) == 2 and len(report["coefficients"]) == len(present)
+        # Each input's residual from its own two-component model is far below
+        # its residual from the mean frame: the second pattern is modelled.
+        assert (
+            np.median(list(report["model_residual_rms"].values()))
+            < np.median(list(report["residual_rms"].values())) / 3
+        )
+
+
+def test_sky_correction_component_inputs():
+    """skyCorr:nComponents: the right prerequisite, config validation, missing or short templates."""
+    from lsst.pex.config import FieldValidationError
+
+    from lsst.skyframes.camera import make_synthetic_camera
+    from lsst.skyframes.correction import (
+        MissingSkyFrameError,
+        SkyCorrectionConfig,
+        SkyCorrectionConnections,
+        SkyCorrectionTask,
+    )
+
+    config = SkyCorrectionConfig()
+    config.nComponents = 2
+    connections = SkyCorrectionConnections(config=config)
+    assert "skyComponents" in connections.prerequisiteInputs
+    assert "skyFrames" not in connections.prerequisiteInputs
+    assert "skyComponents" not in SkyCorrectionConnections(config=SkyCorrectionConfig()).prerequisiteInputs
+    bad = SkyCorrectionConfig()
+    bad.nComponents = 2
+    bad.doSky = False
+    with pytest.raises(FieldValidationError, match="doSky"):
+        bad.validate()
+
+    camera = make_synthetic_camera(n_x=2, n_y=1, size=64)
+    task = SkyCorrectionTask(config=config)
+    image = MaskedImage(Image(np.zeros((64, 64), dtype=np.float32)), mask_schema=default_mask_schema())
+    one = SkyMeasurementTask().measureBackground(image)
+    with pytest.raises(MissingSkyFrameError, match="sky_components") as missing:
+        task.run([image, image], None, None, camera, [0, 1], skyComponents=[one, None])
+    assert missing.value.detectorIds == (1,)
+    with pytest.raises(MissingSkyFrameError, match="has 1 sky templates but nComponents=2"):
+        task.run([image, image], None, None, camera, [0, 1], skyComponents=[one, one])
+
+
+def test_residual_threshold_is_in_excess_of_noise():
+    """Small, noisy bins: the 0.005 test measures missed structure, not bin noise."""
+    rng = np.random.default_rng(4)
+    n_exp, n_bins, sigma = 30, 400, 0.01  # an 8-px bin of a ~1500 e sky
+    pattern = 1.0 + 0.05 * np.sin(np.linspace(0.0, 6.0, n_bins))
+    data = pattern[None, :] + rng.normal(0.0, sigma, (n_exp, n_bins))
+    # One exposure with structure the mean frame lacks: RMS 0.02 beyond the noise.
+    data[3] += 0.02 * np.sqrt(2.0) * np.sin(np.linspace(0.0, 40.0, n_bins))
+    noise = np.full(data.shape, sigma)
+    with pytest.raises(NoDataError):
+        # Judged on the raw RMS every exposure fails (the noise alone is 0.01).
+        robust_pca(data, 1)
+    # One component, so that no template can take up exposure 3's own structure.
+    result = robust_pca(data, 1, noise=noise, clip=10.0)
+    assert [index for index, _ in result.rejected_exposures] == [3]
+    assert "beyond noise" in result.rejected_exposures[0][1]
+    kept = np.delete(result.excess_rms, 3)
+    assert np.all(kept < 0.005) and result.excess_rms[3] > 0.005
+    np.testing.assert_allclose(np.delete(result.residual_rms, 3), sigma, rtol=0.15)
+    with pytest.raises(ValueError, match="noise has shape"):
+        robust_pca(data, 1, noise=noise[:, :10])

@@ -29,8 +29,9 @@ __all__ = [
     "resolve_focal_plane_config",
 ]
 
+import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,7 @@ from .errors import NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
+from .pca import SkyPcaTask
 from .quality import quality_report, select_inputs
 from .sky_measurement import SkyMeasurementTask
 from .statistics import bad_pixel_mask
@@ -421,8 +423,17 @@ class CpSkyCombineConnections(
     )
     outputCalib = cT.Output(
         name="sky",
-        doc="Sky frame: combined residual background, in units of the sky level.",
+        doc="Sky frame: combined residual background, in units of the sky level (with nComponents > 1: "
+        "component 1 of the templates, made exactly as with nComponents = 1).",
         storageClass="MaskedImageV2",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+    )
+    outputComponents = cT.Output(
+        name="sky_components",
+        doc="The nComponents sky templates (only with nComponents > 1): a background list whose element k "
+        "is template k+1 in the afw BackgroundList FITS layout; element 0 is the sky frame.",
+        storageClass="SkyBackgroundList",
         dimensions=("instrument", "physical_filter", "detector"),
         isCalibration=True,
     )
@@ -432,6 +443,18 @@ class CpSkyCombineConnections(
         storageClass="StructuredDataDict",
         dimensions=("instrument", "physical_filter", "detector"),
     )
+
+    def __init__(self, *, config: CpSkyCombineConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None or config.nComponents == 1:
+            del self.outputComponents
+            return
+        # The principal components are those of the whole focal plane (one
+        # coefficient per exposure describes every detector), so one quantum
+        # sees every detector of a physical filter and writes all of them.
+        self.dimensions.remove("detector")
+        for name in ("outputCalib", "outputComponents", "outputQuality"):
+            setattr(self, name, dataclasses.replace(getattr(self, name), multiple=True))
 
 
 class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineConnections):
@@ -443,10 +466,30 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
         default=1,
         check=lambda n: n >= 1,
     )
+    nComponents = Field[int](
+        doc="Number of sky templates per detector. 1: one sky frame per (physical_filter, detector) "
+        "quantum, as the reference. K > 1: a robust PCA over the whole focal plane (one quantum per "
+        "physical_filter) writes `sky` (component 1) and `sky_components` (all K) per detector. The "
+        "quantum's dimensions change with it, and so do those of <label>_metadata and <label>_log: in a "
+        "repository that has the per-detector ones, run K > 1 under another label "
+        "(pipelines/BuildSkyTemplates.yaml uses cpSkyTemplates).",
+        default=1,
+        check=lambda n: n >= 1,
+    )
+    pca = ConfigurableField(
+        target=SkyPcaTask,
+        doc="Robust PCA of the templates (nComponents > 1): clip, nIter, maxBadFraction, "
+        "maxResidualFraction. Its own nComponents and sky are not used: this task's are.",
+    )
 
 
 class CpSkyCombineTask(PipelineTask):
-    """Combine the exposures' residual backgrounds into the ``sky`` calibration."""
+    """Combine the exposures' residual backgrounds into the ``sky`` calibration.
+
+    With ``nComponents`` > 1 it also builds multi-component templates
+    (`~lsst.skyframes.pca.SkyPcaTask`) of every detector at once; see
+    `runComponents`.
+    """
 
     ConfigClass = CpSkyCombineConfig
     _DefaultName = "cpSkyCombine"
@@ -455,12 +498,25 @@ class CpSkyCombineTask(PipelineTask):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.makeSubtask("sky")
+        self.makeSubtask("pca")
 
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
         inputs = butlerQC.get(inputRefs)
-        exposures = [ref.dataId["exposure"] for ref in inputRefs.inputBkgs]
-        outputs = self.run(inputBkgs=inputs["inputBkgs"], exposureIds=exposures)
-        butlerQC.put(outputs, outputRefs)
+        if self.config.nComponents == 1:
+            exposures = [ref.dataId["exposure"] for ref in inputRefs.inputBkgs]
+            outputs = self.run(inputBkgs=inputs["inputBkgs"], exposureIds=exposures)
+            butlerQC.put(outputs, outputRefs)
+            return
+        exposures = sorted({int(ref.dataId["exposure"]) for ref in inputRefs.inputBkgs})
+        column = {exposure: i for i, exposure in enumerate(exposures)}
+        backgrounds: dict[int, list[BackgroundList | None]] = {}
+        for ref, background in zip(inputRefs.inputBkgs, inputs["inputBkgs"], strict=True):
+            row = backgrounds.setdefault(int(ref.dataId["detector"]), [None] * len(exposures))
+            row[column[int(ref.dataId["exposure"])]] = background
+        outputs = self.runComponents(backgrounds, exposures)
+        for name in ("outputCalib", "outputComponents", "outputQuality"):
+            for ref in getattr(outputRefs, name):
+                butlerQC.put(getattr(outputs, name)[int(ref.dataId["detector"])], ref)
 
     def run(self, inputBkgs: Sequence[BackgroundList], exposureIds: Sequence[int] = ()) -> Struct:
         """Average the residual backgrounds into a sky frame and report on it.
@@ -486,19 +542,106 @@ class CpSkyCombineTask(PipelineTask):
             Raised if fewer than ``minExposures`` inputs have a finite bin.
         """
         used, used_ids, rejected = select_inputs(inputBkgs, exposureIds)
+        self._checkInputs(used, rejected)
+        sky = self.sky.averageBackgrounds(used)
+        _stamp_calibration(sky, used_ids)
+        return Struct(outputCalib=sky, outputQuality=quality_report(sky, used, used_ids, rejected))
+
+    def runComponents(
+        self, backgrounds: Mapping[int, Sequence[BackgroundList | None]], exposureIds: Sequence[int]
+    ) -> Struct:
+        """Build ``nComponents`` templates of every detector from the whole focal plane.
+
+        Parameters
+        ----------
+        backgrounds : `~collections.abc.Mapping` [`int`, sequence of `BackgroundList` or `None`]
+            Per detector id, one single-element residual background per
+            exposure in ``exposureIds`` order, `None` where the exposure lacks
+            the detector.
+        exposureIds : sequence of `int`
+            The exposures.
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            Dicts keyed by detector id: ``outputCalib`` (component 1, the
+            ``sky`` frame, stamped as `run` stamps it), ``outputComponents``
+            (`BackgroundList` of the K templates, element 0 being the sky
+            frame) and ``outputQuality`` (`~lsst.skyframes.quality.quality_report`
+            with the variance explained per component, the exposures the PCA
+            rejected with reasons, each input's coefficients and its residual
+            from its K-component model); also ``varianceExplained`` (K,).
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if a detector has fewer than ``minExposures`` usable
+            inputs, or too few exposures survive the PCA's rejection.
+        """
+        ids = [int(e) for e in exposureIds]
+        result = self.pca.run(backgrounds, ids, nComponents=self.config.nComponents, sky=self.sky)
+        # Logged per detector by _checkInputs, with the other rejections.
+        pca_rejected = dict(result.rejectedExposures)
+        self.log.info(
+            "%d templates from %d exposures; variance explained per component %s",
+            self.config.nComponents,
+            len(result.usedExposures),
+            ", ".join(f"{v:.3g}" for v in result.varianceExplained),
+        )
+        coefficient_of = {e: result.coefficients[i] for i, e in enumerate(ids)}
+        calibs, components, reports = {}, {}, {}
+        for detector, per_exposure in backgrounds.items():
+            present = [(e, bg) for e, bg in zip(ids, per_exposure, strict=True) if bg is not None]
+            candidates = [(e, bg) for e, bg in present if e not in pca_rejected]
+            used, used_ids, rejected = select_inputs([bg for _, bg in candidates], [e for e, _ in candidates])
+            rejected += [
+                {"exposure": e, "reason": f"robust PCA: {pca_rejected[e]}"}
+                for e, _ in present
+                if e in pca_rejected
+            ]
+            self._checkInputs(used, rejected, detector)
+            frames = result.skyFrames[detector]
+            _stamp_calibration(frames[0], used_ids)
+            calibs[detector] = frames[0]
+            components[detector] = BackgroundList(
+                *(self.sky.exposureToBackground(frame)[0] for frame in frames)
+            )
+            reports[detector] = quality_report(
+                frames[0],
+                used,
+                used_ids,
+                rejected,
+                variance_explained=result.varianceExplained,
+                templates=frames,
+                coefficients=np.array([coefficient_of[e] for e in used_ids]),
+            )
+        self.metadata["varianceExplained"] = [float(v) for v in result.varianceExplained]
+        return Struct(
+            outputCalib=calibs,
+            outputComponents=components,
+            outputQuality=reports,
+            varianceExplained=result.varianceExplained,
+        )
+
+    def _checkInputs(
+        self, used: Sequence[BackgroundList], rejected: Sequence[dict[str, Any]], detector: int | None = None
+    ) -> None:
         for entry in rejected:
             self.log.warning("Rejecting exposure %s: %s", entry["exposure"], entry["reason"])
         if len(used) < self.config.minExposures:
+            where = "" if detector is None else f" for detector {detector}"
             raise NoDataError(
-                f"cpSkyCombine has {len(used)} usable exposures ({len(rejected)} rejected); at least "
+                f"cpSkyCombine has {len(used)} usable exposures{where} ({len(rejected)} rejected); at least "
                 f"{self.config.minExposures} are configured (minExposures). Add exposures or lower it."
             )
-        sky = self.sky.averageBackgrounds(used)
-        now = datetime.datetime.now(datetime.UTC)
-        sky.metadata["OBSTYPE"] = "SKY"
-        sky.metadata["CALIB_CREATION_DATE"] = now.date().isoformat()
-        sky.metadata["CALIB_CREATION_TIME"] = now.time().isoformat(timespec="seconds")
-        sky.metadata["SKY_NINPUTS"] = len(used)
-        for index, exposure in enumerate(sorted(used_ids)):
-            sky.metadata[f"SKY_INPUT_{index}"] = int(exposure)
-        return Struct(outputCalib=sky, outputQuality=quality_report(sky, used, used_ids, rejected))
+
+
+def _stamp_calibration(sky: MaskedImage, exposure_ids: Sequence[int]) -> None:
+    """Write the calibration header cards of a sky frame (creation time, inputs)."""
+    now = datetime.datetime.now(datetime.UTC)
+    sky.metadata["OBSTYPE"] = "SKY"
+    sky.metadata["CALIB_CREATION_DATE"] = now.date().isoformat()
+    sky.metadata["CALIB_CREATION_TIME"] = now.time().isoformat(timespec="seconds")
+    sky.metadata["SKY_NINPUTS"] = len(exposure_ids)
+    for index, exposure in enumerate(sorted(exposure_ids)):
+        sky.metadata[f"SKY_INPUT_{index}"] = int(exposure)

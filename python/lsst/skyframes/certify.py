@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["certify_calibrations"]
+__all__ = ["CertificationConflictError", "certify_calibrations", "certify_sky_frames"]
 
 import astropy.time
 
@@ -97,3 +97,49 @@ def _certified(butler: Butler, dataset_type: str, collection: str) -> list[tuple
     except MissingDatasetTypeError:
         return []
     return [(association.ref, association.timespan) for association in associations]
+
+
+def certify_sky_frames(
+    butler: Butler,
+    input_run: str,
+    *,
+    collection: str | None = None,
+    begin: str | astropy.time.Time | None = None,
+    end: str | astropy.time.Time | None = None,
+) -> dict[str, int]:
+    """Certify a build's ``sky`` frames and, if it made them, its ``sky_components``.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler.
+    input_run : `str`
+        The build's output RUN collection.
+    collection, begin, end
+        As for `certify_calibrations`.
+
+    Returns
+    -------
+    n_certified : `dict` [`str`, `int`]
+        Newly certified datasets per dataset type.
+
+    Raises
+    ------
+    lsst.skyframes.errors.NoDataError
+        Raised if the run holds no ``sky`` dataset.
+    """
+    counts = {
+        "sky": certify_calibrations(
+            butler, input_run, dataset_type="sky", collection=collection, begin=begin, end=end
+        )
+    }
+    # Multi-component templates exist only if cpSkyCombine ran with nComponents > 1.
+    try:
+        found = butler.query_datasets("sky_components", collections=input_run, explain=False, limit=1)
+    except MissingDatasetTypeError:
+        found = []
+    if found:
+        counts["sky_components"] = certify_calibrations(
+            butler, input_run, dataset_type="sky_components", collection=collection, begin=begin, end=end
+        )
+    return counts

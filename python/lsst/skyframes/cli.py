@@ -79,17 +79,22 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
-    from .certify import certify_calibrations
+    from .certify import certify_calibrations, certify_sky_frames
 
-    n = certify_calibrations(
-        _open(args.repo),
-        args.run,
-        dataset_type=args.dataset_type,
-        collection=args.collection,
-        begin=args.begin,
-        end=args.end,
-    )
-    print(f"{n} {args.dataset_type!r} datasets newly certified" if n else "Nothing new to certify")
+    butler = _open(args.repo)
+    window = {"collection": args.collection, "begin": args.begin, "end": args.end}
+    if args.dataset_type is None:
+        counts = certify_sky_frames(butler, args.run, **window)
+    else:
+        counts = {
+            args.dataset_type: certify_calibrations(
+                butler, args.run, dataset_type=args.dataset_type, **window
+            )
+        }
+    for dataset_type, n in counts.items():
+        print(
+            f"{n} {dataset_type!r} datasets newly certified" if n else f"No new {dataset_type!r} to certify"
+        )
     return 0
 
 
@@ -183,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("run", help="Collection holding the sky frames (pipetask's output).")
     certify.add_argument("--begin", default=None, help="Start of validity, ISO UTC (default unbounded).")
     certify.add_argument("--end", default=None, help="End of validity, ISO UTC (default unbounded).")
-    certify.add_argument("--dataset-type", default="sky", help="Dataset type (default sky).")
+    certify.add_argument(
+        "--dataset-type",
+        default=None,
+        help="Dataset type (default: sky, and sky_components where the build made them).",
+    )
     certify.add_argument(
         "--collection", default=None, help="CALIBRATION collection (default <instrument>/calib)."
     )
@@ -195,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", default="sky_quality.png", help="Figure path (filter name is appended).")
     report.set_defaults(func=_report)
 
-    plot = commands.add_parser("plot", help="Draw a sky, skyCorr or mosaic dataset.")
+    plot = commands.add_parser("plot", help="Draw a sky, sky_components, skyCorr or mosaic dataset.")
     plot.add_argument("repo", help="Repository root.")
-    plot.add_argument("dataset", help="Dataset type name (sky, skyCorr, a mosaic...).")
+    plot.add_argument("dataset", help="Dataset type name (sky, sky_components, skyCorr, a mosaic...).")
     plot.add_argument("--collection", required=True, help="Collection to search.")
     plot.add_argument("--data-id", nargs="*", default=[], help="KEY=VALUE pairs, e.g. detector=4 visit=1020.")
     plot.add_argument("--output", default="plot.png", help="Output PNG.")

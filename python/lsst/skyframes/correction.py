@@ -67,6 +67,7 @@ from .images import image_and_mask, require_same_bbox
 from .ingest import define_visit_detectors
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
+from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
 
 # ---------------------------------------------------------------------------------------------------------
@@ -166,6 +167,16 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         # failing the whole graph build.
         minimum=0,
     )
+    skyComponents = cT.PrerequisiteInput(
+        name="sky_components",
+        doc="Multi-component sky templates (only with nComponents > 1; cpSkyCombine with nComponents "
+        ">= this task's); the first nComponents elements are used.",
+        storageClass="SkyBackgroundList",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+        multiple=True,
+        minimum=0,
+    )
     camera = cT.PrerequisiteInput(
         name="camera",
         doc="Camera geometry.",
@@ -227,6 +238,11 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
             # No lookup at all: a repository without sky frames can still run
             # the focal-plane models alone.
             del self.skyFrames
+            del self.skyComponents
+        elif config.nComponents == 1:
+            del self.skyComponents
+        else:
+            del self.skyFrames
 
 
 class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionConnections):
@@ -244,6 +260,13 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
     )
     sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky-frame scaling and subtraction.")
     doSky = Field[bool](doc="Scale and subtract the sky frames?", default=True)
+    nComponents = Field[int](
+        doc="Sky templates fitted per visit: 1 scales the `sky` frame (the reference); K > 1 fits K "
+        "coefficients over all detectors to the first K templates of `sky_components` "
+        "(pca.fit_component_scales, with sky's sample boxes and rejection) and subtracts their sum.",
+        default=1,
+        check=lambda n: n >= 1,
+    )
     bgModel2 = ConfigField[SkyFocalPlaneConfig](
         doc="Finer, smoothed focal-plane background of the residual; unset sizes are one detector (as "
         "LSSTCam's 4096 px), the pixel size the camera's.",
@@ -275,6 +298,13 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
 
     def validate(self) -> None:
         super().validate()
+        if self.nComponents > 1 and not self.doSky:
+            raise FieldValidationError(
+                SkyCorrectionConfig.nComponents,
+                self,
+                f"nComponents={self.nComponents} needs doSky=True (the templates are what it fits); set "
+                "doSky=True or nComponents=1.",
+            )
         if self.undoBgModel1 and not self.doSky and not self.doBgModel2:
             raise FieldValidationError(
                 SkyCorrectionConfig.undoBgModel1,
@@ -406,13 +436,20 @@ class SkyCorrectionTask(PipelineTask):
         detectorIds = [int(ref.dataId["detector"]) for ref in refs]
         calExps = [butlerQC.get(ref) for ref in refs]
         calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
-        skyFrames = (
-            self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds) if self.config.doSky else None
-        )
+        skyFrames = skyComponents = None
+        if self.config.doSky and self.config.nComponents == 1:
+            skyFrames = self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds)
+        elif self.config.doSky:
+            skyComponents = self._byDetector(butlerQC, inputRefs.skyComponents, detectorIds)
         camera = butlerQC.get(inputRefs.camera)
         try:
             outputs = self.run(
-                calExps=calExps, calBkgs=calBkgs, skyFrames=skyFrames, camera=camera, detectorIds=detectorIds
+                calExps=calExps,
+                calBkgs=calBkgs,
+                skyFrames=skyFrames,
+                camera=camera,
+                detectorIds=detectorIds,
+                skyComponents=skyComponents,
             )
         except AlgorithmError as err:
             # Nothing is written: a partial skyCorr (say without bgModel2)
@@ -450,6 +487,7 @@ class SkyCorrectionTask(PipelineTask):
         skyFrames: Sequence[MaskedImage | None] | None,
         camera: Camera,
         detectorIds: Sequence[int],
+        skyComponents: Sequence[BackgroundList | None] | None = None,
     ) -> Struct:
         """Correct the sky of one visit.
 
@@ -465,11 +503,16 @@ class SkyCorrectionTask(PipelineTask):
             detector or all) means nothing was subtracted.
         skyFrames : sequence of `lsst.images.MaskedImage` or `None`, or `None`
             Sky frame of each detector (``sky`` calibrations); needed for
-            every detector if ``doSky``, ignored otherwise.
+            every detector if ``doSky`` and ``nComponents`` is 1, ignored
+            otherwise.
         camera : `~lsst.skyframes.camera.Camera`
             Camera geometry.
         detectorIds : sequence of `int`
             Detector id of each image.
+        skyComponents : sequence of `BackgroundList` or `None`, or `None`
+            Sky templates of each detector (``sky_components``, at least
+            ``nComponents`` elements); needed for every detector if
+            ``doSky`` and ``nComponents`` > 1, ignored otherwise.
 
         Returns
         -------
@@ -486,7 +529,11 @@ class SkyCorrectionTask(PipelineTask):
             - ``calExpMosaicPlot``, ``calBkgMosaicPlot``:
               `matplotlib.figure.Figure` of the mosaics, or `None` without
               ``doPlotMosaics``;
-            - ``skyFrameScale``: `float`, NaN without ``doSky``.
+            - ``skyFrameScale``: `float`, NaN without ``doSky`` (with
+              ``nComponents`` > 1 the first coefficient);
+            - ``skyComponentCoefficients``: `numpy.ndarray` of the
+              ``nComponents`` fitted coefficients (``[skyFrameScale]`` for
+              one component, empty without ``doSky``).
 
         Raises
         ------
@@ -520,15 +567,24 @@ class SkyCorrectionTask(PipelineTask):
             raise NoDataError("SkyCorrectionTask.run got no images; a visit needs at least one detector.")
         calBkgs = [None] * n if calBkgs is None else list(calBkgs)
         skyFrames = [None] * n if skyFrames is None else list(skyFrames)
-        for name, values in (("calExps", calExps), ("calBkgs", calBkgs), ("skyFrames", skyFrames)):
+        skyComponents = [None] * n if skyComponents is None else list(skyComponents)
+        for name, values in (
+            ("calExps", calExps),
+            ("calBkgs", calBkgs),
+            ("skyFrames", skyFrames),
+            ("skyComponents", skyComponents),
+        ):
             if len(values) != n:
                 raise ValueError(
                     f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
                     "pass one entry per detector (None where a background or sky frame is absent)."
                 )
         detectors = [camera[d] for d in ids]
-        if self.config.doSky:
+        nComponents = self.config.nComponents
+        if self.config.doSky and nComponents == 1:
             self._checkSkyFrames(skyFrames, detectors)
+        elif self.config.doSky:
+            self._checkSkyComponents(skyComponents, detectors)
         self.metadata["nDetectors"] = n
         self.metadata["detectors"] = ids
 
@@ -548,10 +604,17 @@ class SkyCorrectionTask(PipelineTask):
         self._subtractFocalPlaneModel("bgModel1", config1, camera, images, detectors, skyCorr)
 
         # (3) One sky-frame scale for the whole visit.
-        scale = float("nan")
-        if self.config.doSky:
+        coefficients = np.array([])
+        if self.config.doSky and nComponents == 1:
             scale = self._subtractSkyFrames(images, [_load(s) for s in skyFrames], detectors, skyCorr)
+            coefficients = np.array([scale])
+        elif self.config.doSky:
+            coefficients = self._subtractSkyComponents(
+                images, [_load(s) for s in skyComponents], detectors, skyCorr
+            )
+        scale = float(coefficients[0]) if coefficients.size else float("nan")
         self.metadata["skyFrameScale"] = scale
+        self.metadata["skyComponentCoefficients"] = [float(c) for c in coefficients]
 
         # (4) Optionally put bgModel1 back (it is the element after the input's).
         if self.config.undoBgModel1:
@@ -567,7 +630,9 @@ class SkyCorrectionTask(PipelineTask):
             config2 = resolve_visit_model_config(self.config.bgModel2, camera, 1)
             self._subtractFocalPlaneModel("bgModel2", config2, camera, images, detectors, skyCorr)
 
-        return self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
+        result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
+        result.skyComponentCoefficients = coefficients
+        return result
 
     def _checkSkyFrames(self, skyFrames: Sequence[Any], detectors: Sequence[DetectorGeometry]) -> None:
         missing = [d for d, sky in zip(detectors, skyFrames, strict=True) if sky is None]
@@ -580,6 +645,28 @@ class SkyCorrectionTask(PipelineTask):
                 "or run with -c skyCorr:doSky=False.",
                 [d.id for d in missing],
             )
+
+    def _checkSkyComponents(
+        self, skyComponents: Sequence[Any], detectors: Sequence[DetectorGeometry]
+    ) -> None:
+        missing = [d for d, sky in zip(detectors, skyComponents, strict=True) if sky is None]
+        if missing:
+            names = ", ".join(f"{d.id} ({d.name})" for d in missing)
+            raise MissingSkyFrameError(
+                f"No sky_components templates for detector(s) {names} of this visit while "
+                f"nComponents={self.config.nComponents}. Build them with -c cpSkyCombine:nComponents=K "
+                "(K >= nComponents) and certify them (`skyframes certify`), or run with "
+                "-c skyCorr:nComponents=1 to use the single sky frames.",
+                [d.id for d in missing],
+            )
+        for detector, templates in zip(detectors, skyComponents, strict=True):
+            if not isinstance(templates, DeferredDatasetHandle) and len(templates) < self.config.nComponents:
+                raise MissingSkyFrameError(
+                    f"Detector {detector.id} ({detector.name}) has {len(templates)} sky templates but "
+                    f"nComponents={self.config.nComponents}; rebuild with -c cpSkyCombine:nComponents="
+                    f"{self.config.nComponents} or lower skyCorr:nComponents.",
+                    [detector.id],
+                )
 
     def _restoreBackground(
         self, image: MaskedImage, calBkg: BackgroundList | None, detector: DetectorGeometry
@@ -689,6 +776,31 @@ class SkyCorrectionTask(PipelineTask):
         for image, sky, bgList in zip(images, skies, skyCorr, strict=True):
             self.sky.subtractSkyFrame(image, sky, scale, bgList)
         return scale
+
+    def _subtractSkyComponents(
+        self,
+        images: Sequence[MaskedImage],
+        skyComponents: Sequence[BackgroundList],
+        detectors: Sequence[DetectorGeometry],
+        skyCorr: Sequence[BackgroundList],
+    ) -> np.ndarray:
+        """Fit K template coefficients over all detectors; subtract the combination.
+
+        Each scaled template is appended to the detector's ``skyCorr`` list,
+        so the list still describes everything subtracted; the coefficients
+        go to the metadata.
+        """
+        k = self.config.nComponents
+        templates = [[BackgroundList(element) for element in list(bgList)[:k]] for bgList in skyComponents]
+        coefficients = fit_component_scales(images, templates, self.sky.config)
+        self.log.info(
+            "Sky template coefficients: %s (from %d detectors)",
+            ", ".join(f"{c:.6g}" for c in coefficients),
+            len(images),
+        )
+        for image, detectorTemplates, bgList in zip(images, templates, skyCorr, strict=True):
+            subtract_components(image, detectorTemplates, coefficients, bgList)
+        return coefficients
 
     def _mosaics(
         self,

@@ -75,8 +75,12 @@ class RobustPcaResult:
     rejected_exposures : `list` [`tuple` [`int`, `str`]]
         (index, reason) for every exposure left out of the templates.
     residual_rms : `numpy.ndarray`
-        (n_exposures,): RMS over unclipped finite bins of data − rank-K model, the
-        fractional residual compared with ``max_residual_fraction``.
+        (n_exposures,): RMS over unclipped finite bins of data − rank-K model.
+    excess_rms : `numpy.ndarray`
+        (n_exposures,): the part of ``residual_rms`` not explained by the
+        bins' noise, ``sqrt(max(rms² − mean noise², 0))`` over the same bins
+        (equal to ``residual_rms`` without ``noise``): the fractional
+        residual compared with ``max_residual_fraction``.
     clipped : `numpy.ndarray`
         (n_exposures, n_bins) bool: finite entries clipped as outliers.
     """
@@ -86,6 +90,7 @@ class RobustPcaResult:
     variance_explained: np.ndarray
     rejected_exposures: list[tuple[int, str]]
     residual_rms: np.ndarray
+    excess_rms: np.ndarray
     clipped: np.ndarray
 
 
@@ -133,6 +138,7 @@ def robust_pca(
     n_iter: int = 5,
     max_bad_fraction: float = 0.2,
     max_residual_fraction: float | None = 0.005,
+    noise: np.ndarray | None = None,
 ) -> RobustPcaResult:
     """Robust principal components of normalised residual-background vectors.
 
@@ -160,6 +166,15 @@ def robust_pca(
         fraction of the sky level is rejected (DES: 0.005).  `None` disables
         the test.  Note that with K too small for the data's variation every
         exposure may fail it.
+    noise : `numpy.ndarray`, optional
+        (n_exposures, n_bins): the standard error of each entry (the
+        ``variance`` plane of a background's stats image, which holds a
+        sigma as afw's does). With it the residual compared with
+        ``max_residual_fraction`` is the RMS in excess of the noise, so that
+        the test measures structure the K components miss rather than the
+        noise of small bins (a 16-px bin of a 1000 e⁻ sky alone has a
+        fractional noise of 0.002; an 8-px bin 0.004). DES's 128-px blocks
+        make the noise negligible, which this reproduces for any bin size.
 
     Returns
     -------
@@ -190,6 +205,12 @@ def robust_pca(
     if n_components < 1:
         raise ValueError(f"robust_pca needs n_components >= 1; got {n_components}.")
     n_exp, n_bins = data.shape
+    if noise is not None:
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.shape != data.shape:
+            raise ValueError(
+                f"robust_pca: noise has shape {noise.shape} but data {data.shape}; pass one per entry."
+            )
     finite = np.isfinite(data)
     # Columns no exposure measured carry no information; work without them.
     columns = finite.any(axis=0)
@@ -242,10 +263,17 @@ def robust_pca(
         # star's halo are handled by clipping (and max_bad_fraction), while
         # this catches exposures that the K components cannot describe.
         squares = np.where(good, error, 0.0) ** 2
-        rms = np.sqrt(squares.sum(axis=1) / np.maximum(good.sum(axis=1), 1))
+        n_good = np.maximum(good.sum(axis=1), 1)
+        rms = np.sqrt(squares.sum(axis=1) / n_good)
+        excess = rms
+        if noise is not None:
+            noise_squares = np.where(good & np.isfinite(noise[:, columns]), noise[:, columns], 0.0) ** 2
+            excess = np.sqrt(np.maximum(rms**2 - noise_squares.sum(axis=1) / n_good, 0.0))
         too_clipped = bad_fraction > max_bad_fraction
         too_rough = (
-            np.zeros(n_exp, dtype=bool) if max_residual_fraction is None else ~(rms <= max_residual_fraction)
+            np.zeros(n_exp, dtype=bool)
+            if max_residual_fraction is None
+            else ~(excess <= max_residual_fraction)
         )
         too_rough &= ~empty
         keep = ~(empty | too_clipped | too_rough)
@@ -258,8 +286,8 @@ def robust_pca(
             reason = f"{bad_fraction[index]:.1%} of bins clipped (> max_bad_fraction {max_bad_fraction:.1%})"
         else:
             reason = (
-                f"fractional RMS residual {rms[index]:.4f} from the {n_components}-component model "
-                f"> {max_residual_fraction}"
+                f"fractional RMS residual {excess[index]:.4f}{' beyond noise' if noise is not None else ''} "
+                f"from the {n_components}-component model > {max_residual_fraction}"
             )
         rejected.append((int(index), reason))
 
@@ -296,6 +324,7 @@ def robust_pca(
         variance_explained=explained,
         rejected_exposures=rejected,
         residual_rms=np.where(empty, np.nan, rms),
+        excess_rms=np.where(empty, np.nan, excess),
         clipped=clipped_full,
     )
 
@@ -320,16 +349,16 @@ class SkyPcaConfig(Config):
         max=1.0,
     )
     maxResidualFraction = Field[float](
-        doc="Reject an exposure whose RMS residual from the K-component model exceeds this fraction of "
-        "the sky level (DES: 0.005); None disables.",
+        doc="Reject an exposure whose RMS residual from the K-component model, in excess of the bins' "
+        "noise (their stats error), exceeds this fraction of the sky level (DES: 0.005); None disables.",
         default=0.005,
         optional=True,
     )
     sky = ConfigurableField(target=SkyMeasurementTask, doc="Background binning and combination.")
 
 
-def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> np.ndarray:
-    """(n_exposures, n_bins) stats values of one detector, NaN for bad or missing."""
+def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> tuple[np.ndarray, np.ndarray]:
+    """(n_exposures, n_bins) stats values and their errors of one detector, NaN for bad or missing."""
     present = [bg for bg in bgs if bg is not None]
     if not present:
         raise NoDataError(f"SkyPcaTask: detector {detector} has no background for any exposure.")
@@ -342,10 +371,11 @@ def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> 
     first = present[0][0][0]
     bbox, grid = first.getImageBBox(), first.getStatsImage().bbox
     n_bins = grid.shape[0] * grid.shape[1]
-    rows = []
+    rows, errors = [], []
     for index, bg in enumerate(bgs):
         if bg is None:
             rows.append(np.full(n_bins, np.nan))
+            errors.append(np.full(n_bins, np.nan))
             continue
         background = bg[0][0]
         if background.getImageBBox() != bbox or background.getStatsImage().bbox != grid:
@@ -358,7 +388,9 @@ def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> 
         if "BAD" in stats.mask.schema.names:
             values[stats.mask.get("BAD")] = np.nan
         rows.append(values.ravel())
-    return np.stack(rows)
+        # The stats image's variance plane holds the bin's standard error (afw's convention).
+        errors.append(np.asarray(stats.variance.array, dtype=np.float64).ravel())
+    return np.stack(rows), np.stack(errors)
 
 
 class SkyPcaTask(Task):
@@ -379,7 +411,12 @@ class SkyPcaTask(Task):
 
     @timeMethod
     def run(
-        self, backgrounds: Mapping[int, Sequence[BackgroundList | None]], exposureIds: Sequence[int]
+        self,
+        backgrounds: Mapping[int, Sequence[BackgroundList | None]],
+        exposureIds: Sequence[int],
+        *,
+        nComponents: int | None = None,
+        sky: SkyMeasurementTask | None = None,
     ) -> Struct:
         """Make the templates.
 
@@ -391,6 +428,15 @@ class SkyPcaTask(Task):
             exposure lacks the detector.
         exposureIds : sequence of `int`
             The exposures.
+        nComponents : `int`, optional
+            Number of templates; ``config.nComponents`` if `None`.
+            (`~lsst.skyframes.build.CpSkyCombineTask` passes its own
+            ``nComponents``, so there is one place to set it in a pipeline.)
+        sky : `SkyMeasurementTask`, optional
+            Task whose ``averageBackgrounds`` and ``backgroundToExposure``
+            make the sky-frame images; the ``sky`` subtask if `None`.
+            `~lsst.skyframes.build.CpSkyCombineTask` passes its own, so that
+            component 1 is combined exactly as its single sky frame.
 
         Returns
         -------
@@ -408,35 +454,41 @@ class SkyPcaTask(Task):
             Raised if a detector's sequence length differs from ``exposureIds``.
         """
         ids = [int(e) for e in exposureIds]
+        n_comp = self.config.nComponents if nComponents is None else int(nComponents)
+        if n_comp < 1:
+            raise ValueError(f"SkyPcaTask.run needs nComponents >= 1; got {n_comp}.")
+        sky = self.sky if sky is None else sky
         if not backgrounds or not ids:
             raise NoDataError("SkyPcaTask.run needs at least one detector and one exposure.")
         detectors = sorted(backgrounds)
-        blocks = []
+        blocks, noise = [], []
         for det in detectors:
             if len(backgrounds[det]) != len(ids):
                 raise ValueError(
                     f"SkyPcaTask: detector {det} has {len(backgrounds[det])} backgrounds for "
                     f"{len(ids)} exposures; pass None for a missing one."
                 )
-            blocks.append(_detector_values(backgrounds[det], det))
+            values, errors = _detector_values(backgrounds[det], det)
+            blocks.append(values)
+            noise.append(errors)
         sizes = [block.shape[1] for block in blocks]
         result = robust_pca(
             np.concatenate(blocks, axis=1),
-            self.config.nComponents,
+            n_comp,
             clip=self.config.clip,
             n_iter=self.config.nIter,
             max_bad_fraction=self.config.maxBadFraction,
             max_residual_fraction=self.config.maxResidualFraction,
+            noise=np.concatenate(noise, axis=1),
         )
         rejected = {index for index, _ in result.rejected_exposures}
-        n_comp = self.config.nComponents
         frames: dict[int, list[MaskedImage]] = {}
         starts = np.cumsum([0, *sizes])
         for det, start, stop in zip(detectors, starts[:-1], starts[1:], strict=True):
             used = [bg for i, bg in enumerate(backgrounds[det]) if bg is not None and i not in rejected]
             # Component 1 is made exactly as today's sky frame, so single-frame
             # consumers see no difference.
-            first = self.sky.averageBackgrounds(used)
+            first = sky.averageBackgrounds(used)
             background = used[0][0][0]
             grid = background.getStatsImage().bbox
             components = [first]
@@ -450,7 +502,7 @@ class SkyPcaTask(Task):
                 )
                 stats.mask.set("NO_DATA", missing)
                 stats.variance.array[...] = 0.0
-                components.append(self.sky.backgroundToExposure(stats, background.getImageBBox()))
+                components.append(sky.backgroundToExposure(stats, background.getImageBBox()))
             for k, frame in enumerate(components, start=1):
                 frame.metadata["SKY_COMPONENT"] = k
                 frame.metadata["SKY_NCOMPONENTS"] = n_comp

@@ -68,6 +68,8 @@ def quality_report(
     rejected: Sequence[dict[str, Any]],
     *,
     variance_explained: Sequence[float] | None = None,
+    templates: Sequence[MaskedImage] | None = None,
+    coefficients: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Summarise a built sky frame and its inputs.
 
@@ -84,6 +86,14 @@ def quality_report(
         Inputs dropped before combining, with reasons.
     variance_explained : sequence of `float`, optional
         For multi-component templates, the fraction of variance per component.
+    templates : sequence of `lsst.images.MaskedImage`, optional
+        For multi-component templates, all K of them (``sky`` being the
+        first), with ``coefficients``.
+    coefficients : `numpy.ndarray`, optional
+        (n_inputs, K): each input's fitted coefficients on ``templates``.
+        With both, the report adds each input's ``coefficients`` and
+        ``model_residual_rms``, its RMS residual from its own K-component
+        model (``residual_rms`` stays the residual from ``sky`` alone).
 
     Returns
     -------
@@ -113,4 +123,17 @@ def quality_report(
     }
     if variance_explained is not None:
         report["variance_explained"] = [float(v) for v in variance_explained]
+    if templates is not None and coefficients is not None:
+        stack = np.stack([np.asarray(t.image.array, dtype=np.float64) for t in templates])
+        coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(backgrounds), len(templates))
+        model = np.einsum("ik,kyx->iyx", coefficients, stack)
+        with np.errstate(invalid="ignore"):
+            model_rms = np.sqrt(np.nanmean((inputs - model) ** 2, axis=(1, 2)))
+        report["n_components"] = len(templates)
+        report["coefficients"] = {
+            str(int(e)): [float(c) for c in row] for e, row in zip(exposure_ids, coefficients, strict=True)
+        }
+        report["model_residual_rms"] = {
+            str(int(e)): float(r) for e, r in zip(exposure_ids, model_rms, strict=True)
+        }
     return report

@@ -16,6 +16,9 @@ from .errors import NoDataError
 from .plotting import plot_focal_plane, plot_panels
 from .repo import read_camera
 
+# Dataset type of the multi-component templates (CpSkyCombineConnections.outputComponents).
+COMPONENTS_DATASET = "sky_components"
+
 
 def load_quality(butler: Butler, collection: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Return (data ID, report) for every ``sky_quality`` dataset in a collection.
@@ -33,21 +36,39 @@ def load_quality(butler: Butler, collection: str) -> list[tuple[dict[str, Any], 
 
 
 def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """Return a text table with one line per detector and filter."""
+    """Return a text table with one line per detector and filter.
+
+    Reports of multi-component templates add the number of components, the
+    median residual of the inputs from their K-component model and the
+    variance explained by each component.
+    """
+    multi = any("n_components" in report for _, report in rows)
     header = (
         f"{'filter':<14} {'det':>4} {'used':>5} {'rej':>4} {'filled %':>8} "
         f"{'noise (median)':>15} {'resid RMS (median)':>19}"
     )
+    if multi:
+        header += f" {'K':>2} {'K-model resid':>14}  variance explained"
     lines = [header, "-" * len(header)]
     for data_id, report in rows:
-        resid = np.median(list(report["residual_rms"].values())) if report["residual_rms"] else float("nan")
+        resid = _median(report["residual_rms"])
         noise = report["noise_median"] if report["noise_median"] is not None else float("nan")
-        lines.append(
+        line = (
             f"{data_id['physical_filter']:<14} {data_id['detector']:>4} {report['n_inputs_used']:>5} "
             f"{len(report['inputs_rejected']):>4} {100 * report['nan_filled_fraction']:>8.2f} "
             f"{noise:>15.3e} {resid:>19.3e}"
         )
+        if "n_components" in report:
+            explained = " ".join(f"{v:.2e}" for v in report["variance_explained"])
+            line += (
+                f" {report['n_components']:>2} {_median(report['model_residual_rms']):>14.3e}  {explained}"
+            )
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _median(values: dict[str, float]) -> float:
+    return float(np.median(list(values.values()))) if values else float("nan")
 
 
 def _as_array(nested: list) -> np.ndarray:
@@ -91,7 +112,10 @@ def write_quality_figure(butler: Butler, collection: str, path: str) -> list[str
 
 
 def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, Any], path: str) -> str:
-    """Draw a ``sky``, ``skyCorr`` (any background list) or mosaic dataset into a PNG.
+    """Draw a ``sky``, ``sky_components``, ``skyCorr`` (any background list) or mosaic dataset into a PNG.
+
+    ``sky_components`` gets one panel per template (the elements are
+    alternatives, not terms of a sum as in ``skyCorr``).
 
     Parameters
     ----------
@@ -121,6 +145,8 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
     dataset_type = butler.get_dataset_type(name)
     storage = dataset_type.storageClass_name
     title = f"{name} {data_id} ({collection})"
+    if name == COMPONENTS_DATASET:
+        return _plot_components(butler, collection, data_id, path, title)
     if (
         storage == "MaskedImageV2"
         and "detector" in dataset_type.dimensions.names
@@ -155,4 +181,40 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
         extent=extent,
         axis_labels=axis_labels,
     )
+    return path
+
+
+def _plot_components(butler: Butler, collection: str, data_id: dict[str, Any], path: str, title: str) -> str:
+    """One panel per multi-component template: over the focal plane, or of one detector."""
+    if "detector" in data_id:
+        templates = butler.get(COMPONENTS_DATASET, data_id, collections=collection)
+        bbox = templates[0][0].getImageBBox()
+        extent = (bbox.x.min - 0.5, bbox.x.max + 0.5, bbox.y.min - 0.5, bbox.y.max + 0.5)
+        panels = [
+            (
+                f"component {k}",
+                np.asarray(BackgroundList(element).getImage().array, dtype=np.float64),
+                "value",
+            )
+            for k, element in enumerate(templates, start=1)
+        ]
+        plot_panels(panels, path, title=title, extent=extent, axis_labels=("x [pixel]", "y [pixel]"))
+        return path
+    refs = butler.query_datasets(COMPONENTS_DATASET, collections=collection, data_id=data_id, explain=False)
+    if not refs:
+        raise NoDataError(f"No {COMPONENTS_DATASET!r} datasets matching {data_id} in {collection!r}.")
+    camera = read_camera(butler, refs[0].dataId["instrument"])
+    stats = {
+        ref.dataId["detector"]: [
+            np.asarray(element[0].getStatsImage().image.array, dtype=np.float64)
+            for element in butler.get(ref)
+        ]
+        for ref in refs
+    }
+    n_components = min(len(values) for values in stats.values())
+    panels = [
+        (f"component {k + 1}", {d: values[k] for d, values in stats.items()}, "value", k > 0)
+        for k in range(n_components)
+    ]
+    plot_focal_plane(camera, panels, path, title=title)
     return path
