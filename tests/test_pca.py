@@ -346,3 +346,17 @@ def test_residual_threshold_is_in_excess_of_noise():
     np.testing.assert_allclose(np.delete(result.residual_rms, 3), sigma, rtol=0.15)
     with pytest.raises(ValueError, match="noise has shape"):
         robust_pca(data, 1, noise=noise[:, :10])
+
+
+def test_clipped_rms_ignores_a_few_spoilt_bins():
+    from lsst.skyframes.quality import clipped_rms
+
+    rng = np.random.default_rng(8)
+    sigma = 0.01
+    values = rng.normal(0.0, sigma, (5, 64, 64))
+    values[:, :4, :10] = 0.5  # ~1 % of bins spoilt by an object halo
+    values[1, 10, 10] = np.nan
+    rms = clipped_rms(values)
+    # A Gaussian truncated at 3 sigma has an RMS of 0.9865 sigma.
+    np.testing.assert_allclose(rms, 0.9865 * sigma, rtol=0.03)
+    assert np.isnan(clipped_rms(np.full((1, 3), np.nan)))[0]

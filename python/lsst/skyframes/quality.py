@@ -5,11 +5,17 @@ Every built sky frame gets a ``sky_quality`` dataset (storage class
 inputs were used and which rejected (with reasons), the per-bin noise estimate,
 the fraction of bins filled because no input measured them, and how far each
 input is from the template.  The layout is versioned by ``schema_version``.
+
+Per-input residuals are 3-sigma clipped RMS (3 passes), so that the few bins an
+unmasked object halo spoils do not hide how well the template describes the rest;
+the per-bin ``residual_rms_map`` is a plain RMS over inputs, where such bins show.
+Version 2: clipped per-input residuals, ``noise_rms`` per input, optional
+multi-component fields.
 """
 
 from __future__ import annotations
 
-__all__ = ["QUALITY_SCHEMA_VERSION", "quality_report", "select_inputs"]
+__all__ = ["QUALITY_SCHEMA_VERSION", "RESIDUAL_CLIP", "clipped_rms", "quality_report", "select_inputs"]
 
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +26,10 @@ from lsst.images import MaskedImage
 
 from .background import BackgroundList
 
-QUALITY_SCHEMA_VERSION = 1
+QUALITY_SCHEMA_VERSION = 2
+
+# Clipping of the per-input residual RMS (threshold in sigma, passes).
+RESIDUAL_CLIP = (3.0, 3)
 
 
 def select_inputs(
@@ -54,6 +63,38 @@ def select_inputs(
             used.append(background)
             used_ids.append(int(exposure))
     return used, used_ids, rejected
+
+
+def clipped_rms(
+    values: np.ndarray, clip: float = RESIDUAL_CLIP[0], n_iter: int = RESIDUAL_CLIP[1]
+) -> np.ndarray:
+    """RMS about zero of each row's finite values after iterative sigma clipping.
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        (n, ...) residuals; each row's values are clipped separately.
+    clip : `float`, optional
+        Values further than ``clip`` standard deviations from the row's mean
+        (of the values kept so far) are dropped in each pass.
+    n_iter : `int`, optional
+        Clipping passes.
+
+    Returns
+    -------
+    rms : `numpy.ndarray`
+        (n,) float64; NaN for a row without finite values.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    keep = np.isfinite(x)
+    data = np.where(keep, x, 0.0)
+    for _ in range(n_iter):
+        n = np.maximum(keep.sum(axis=1), 1)
+        mean = (data * keep).sum(axis=1) / n
+        std = np.sqrt((((data - mean[:, None]) * keep) ** 2).sum(axis=1) / n)
+        keep &= np.abs(data - mean[:, None]) <= clip * std[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((data**2 * keep).sum(axis=1) / keep.sum(axis=1))
 
 
 def _finite_list(array: np.ndarray) -> list:
@@ -105,9 +146,12 @@ def quality_report(
     no_data = sky.mask.get("NO_DATA") if "NO_DATA" in sky.mask.schema.names else np.zeros(values.shape, bool)
     inputs = np.stack([b[0][0].getStatsImage().image.array.astype(np.float64) for b in backgrounds])
     residuals = inputs - values[None, :, :]
+    residual_rms = clipped_rms(residuals)
+    errors = np.stack([b[0][0].getStatsImage().variance.array.astype(np.float64) for b in backgrounds])
     with np.errstate(invalid="ignore"):
-        residual_rms = np.sqrt(np.nanmean(residuals**2, axis=(1, 2)))
         residual_rms_map = np.sqrt(np.nanmean(residuals**2, axis=0))
+        # The stats image's variance plane holds each bin's standard error (afw's convention).
+        noise_rms = np.sqrt(np.nanmean(errors**2, axis=(1, 2)))
     finite_noise = noise[np.isfinite(noise) & ~no_data]
     report: dict[str, Any] = {
         "schema_version": QUALITY_SCHEMA_VERSION,
@@ -120,6 +164,8 @@ def quality_report(
         "noise_map": _finite_list(noise),
         "residual_rms": {str(int(e)): float(r) for e, r in zip(exposure_ids, residual_rms, strict=True)},
         "residual_rms_map": _finite_list(residual_rms_map),
+        "residual_clip": list(RESIDUAL_CLIP),
+        "noise_rms": {str(int(e)): float(n) for e, n in zip(exposure_ids, noise_rms, strict=True)},
     }
     if variance_explained is not None:
         report["variance_explained"] = [float(v) for v in variance_explained]
@@ -127,8 +173,7 @@ def quality_report(
         stack = np.stack([np.asarray(t.image.array, dtype=np.float64) for t in templates])
         coefficients = np.asarray(coefficients, dtype=np.float64).reshape(len(backgrounds), len(templates))
         model = np.einsum("ik,kyx->iyx", coefficients, stack)
-        with np.errstate(invalid="ignore"):
-            model_rms = np.sqrt(np.nanmean((inputs - model) ** 2, axis=(1, 2)))
+        model_rms = clipped_rms(inputs - model)
         report["n_components"] = len(templates)
         report["coefficients"] = {
             str(int(e)): [float(c) for c in row] for e, row in zip(exposure_ids, coefficients, strict=True)
