@@ -141,18 +141,8 @@ DAMAGES = {"truncated": _truncate, "corrupt": _corrupt, "garbled": _garble_middl
 
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("reader", READERS)
-def test_damaged_files_raise_specific_errors(reader, damage, tmp_path, request):
+def test_damaged_files_raise_specific_errors(reader, damage, tmp_path):
     write, read, error = READERS[reader]
-    if reader == "Camera.from_yaml" and damage in ("corrupt", "garbled"):
-        # Random bytes are not UTF-8: the text decoder fails before the YAML parser sees them.
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=UnicodeDecodeError,
-                reason="camera.py: Camera.from_yaml lets UnicodeDecodeError escape for a non-UTF-8 file "
-                "instead of raising CameraError naming it",
-            )
-        )
     path = write(tmp_path / f"good-{reader}")
     damaged = tmp_path / f"{damage}-{path.name}"
     damaged.write_bytes(DAMAGES[damage](path.read_bytes()))
@@ -398,22 +388,9 @@ HUGE_CASES = {
 }
 
 
-# Library checks that are missing (files outside this test's scope); each must still fail here.
-KNOWN_GAPS = {
-    "processed image compressed MASK": "ingest.py: read_processed_image decompresses every HDU at the "
-    "size its header claims (256 MB for a 6 kB file) and lets the decompressor's IndexError escape "
-    "instead of raising IngestError naming the file",
-    "FocalPlaneBackground compressed VALUES": "focal_plane.py: FocalPlaneBackground.readFits "
-    "decompresses VALUES at the size its header claims (512 MB for a 14 kB file) before comparing it "
-    "with NX/NY",
-}
-
-
 @pytest.mark.parametrize("case", HUGE_CASES)
-def test_header_claiming_huge_image_allocates_little(case, tmp_path, request):
+def test_header_claiming_huge_image_allocates_little(case, tmp_path):
     make, read, error = HUGE_CASES[case]
-    if case in KNOWN_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[case]))
     path = make(tmp_path)
     tracemalloc.start()
     try:

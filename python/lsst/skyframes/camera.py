@@ -677,13 +677,21 @@ class Camera:
         FileNotFoundError
             Raised if the file does not exist.
         CameraError
-            Raised if the file is not YAML or not a valid camera description;
-            the message names the file and the entry.
+            Raised if the file is not UTF-8 text, not YAML or not a valid
+            camera description; the message names the file and the entry.
         """
         path = os.fspath(path)
         with open(path, encoding="utf-8") as stream:
             try:
                 data = yaml.safe_load(stream)
+            except UnicodeDecodeError as err:
+                # The decoder fails before the YAML parser sees the text (a binary or corrupt
+                # file, or one saved in another encoding); say so rather than leak the codec error.
+                raise CameraError(
+                    f"{path}: is not UTF-8 text (invalid byte at offset {err.start}); a camera "
+                    "file must be YAML saved as UTF-8. Re-save it as UTF-8 or regenerate it with "
+                    "Camera.to_yaml."
+                ) from None
             except yaml.YAMLError as err:
                 raise CameraError(f"{path}: not a valid YAML file: {err}") from None
         return cls.from_json_dict(data, source=path)

@@ -51,6 +51,7 @@ from .interpolate import (
     stringToInterpStyle,
 )
 from .mask_planes import default_mask_schema
+from .persistence import check_fits_sizes
 from .statistics import Property, bad_pixel_mask, binned_statistics, labelled_statistics
 
 if TYPE_CHECKING:
@@ -601,7 +602,9 @@ class FocalPlaneBackground:
         Raises
         ------
         BackgroundFileError
-            Raised if the file is missing, truncated or corrupt, has another
+            Raised if the file is missing, truncated or corrupt, has a header
+            claiming more data than the file holds (see
+            `~lsst.skyframes.persistence.check_fits_sizes`), has another
             ``FPBGVER``, lacks a key or an HDU, or holds arrays that do not
             match the grid; the message names the file.
         """
@@ -613,6 +616,9 @@ class FocalPlaneBackground:
                 # astropy only warns about truncation and bad cards; here they are errors.
                 warnings.simplefilter("error", AstropyUserWarning)
                 warnings.simplefilter("error", fits.verify.VerifyWarning)
+                # VALUES and NUMBERS are compared with NX/NY only once read; a header claiming a
+                # huge (e.g. compressed) array must be refused before astropy allocates it.
+                check_fits_sizes(path, BackgroundFileError)
                 with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                     return cls._from_hdus(path, hdul)
         except BackgroundFileError:

@@ -52,6 +52,7 @@ from lsst.images import Box, Image, MaskedImage
 from .camera import Camera
 from .errors import MissingMetadataError, SkyFramesError
 from .mask_planes import default_mask_schema, mask_from_afw_bits, mask_to_afw_bits
+from .persistence import check_fits_sizes
 from .repo import insert_exposure
 
 _LOG = logging.getLogger(__name__)
@@ -151,11 +152,16 @@ def read_processed_image(path: str) -> tuple[MaskedImage, dict[str, Any]]:
     Raises
     ------
     IngestError
-        Raised if the file cannot be read or holds no 2-d image.
+        Raised if the file cannot be read, if a header claims more data than
+        the file holds (see `~lsst.skyframes.persistence.check_fits_sizes`),
+        or if it holds no 2-d image.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", AstropyUserWarning)
+            # Every HDU with data is read below; one whose header claims a huge (e.g. compressed)
+            # image must be refused before astropy allocates it at that size.
+            check_fits_sizes(path, IngestError)
             with fits.open(path, memmap=False) as hdul:
                 if _is_lsst_images_file(hdul[0].header):
                     image = MaskedImage.read(path)
@@ -187,7 +193,8 @@ def read_processed_image(path: str) -> tuple[MaskedImage, dict[str, Any]]:
                 return image, header
     except IngestError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, Warning) as err:
+    # IndexError: astropy's decompressor on tiles that do not match their header.
+    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
         raise IngestError(f"{path}: cannot read the image ({err}).") from err
 
 

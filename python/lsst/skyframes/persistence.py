@@ -12,8 +12,9 @@ Image HDUs record their pixel origin as afw does (``LTV1``/``LTV2`` and the
 
 from __future__ import annotations
 
-__all__ = ["FITS_SCHEMA_KEYS", "read_background_list", "write_background_list"]
+__all__ = ["FITS_SCHEMA_KEYS", "check_fits_sizes", "read_background_list", "write_background_list"]
 
+import math
 import os
 import tempfile
 import warnings
@@ -25,7 +26,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from lsst.images import Box, Image, MaskedImage
 
-from .errors import BackgroundFileError
+from .errors import BackgroundFileError, SkyFramesError
 from .interpolate import Interpolate, UndersampleStyle
 from .mask_planes import mask_from_afw_bits, mask_to_afw_bits
 
@@ -136,12 +137,132 @@ def write_background_list(background_list: BackgroundList, path: str | os.PathLi
         raise
 
 
-def _declared_bytes(header: fits.Header) -> int:
-    naxis = int(header.get("NAXIS", 0))
-    count = 1 if naxis else 0
-    for axis in range(1, naxis + 1):
-        count *= int(header.get(f"NAXIS{axis}", 0))
-    return count * abs(int(header.get("BITPIX", 8))) // 8
+# The most tile compression can shrink an image: DEFLATE (GZIP_1, GZIP_2) tops out at 1032:1, and
+# floating-point images quantized to 32-bit integers before compression (ZBITPIX -64) double that
+# relative to their claimed size. RICE_1 stays near 205:1 (a zero block of 32 32-bit pixels codes
+# in 5 bits) and PLIO_1 masks near 800:1 (about 20 bytes per 4096-pixel row of zeros). HCOMPRESS_1
+# exceeds it only on near-constant images (about 7700:1 for a constant 4096x4096 one), which it is
+# not meant for; such a file is refused rather than decompressed at whatever size a header claims.
+_MAX_COMPRESSION_RATIO = 2 * 1032
+
+
+def _data_bytes(header: fits.Header, prefix: str = "") -> tuple[list[int], int]:
+    """Return the axis lengths and data size in bytes that a header declares.
+
+    ``prefix`` ``"Z"`` reads the image a tile-compressed HDU claims to hold
+    (``ZNAXISn``, ``ZBITPIX``) instead of the HDU's own data (``NAXISn``,
+    ``BITPIX``, and for tables ``PCOUNT``/``GCOUNT``, the heap).
+    """
+    naxis = int(header.get(f"{prefix}NAXIS", 0))
+    axes = [int(header.get(f"{prefix}NAXIS{axis}", 0)) for axis in range(1, naxis + 1)]
+    if any(length < 0 for length in axes):
+        raise ValueError(f"negative axis length in {prefix}NAXISn = {axes}")
+    elements = math.prod(axes) if axes else 0
+    if not prefix:
+        # FITS standard, section 4.4.1: random groups and table heaps add PCOUNT per group.
+        elements = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + elements)
+    return axes, elements * abs(int(header.get(f"{prefix}BITPIX", 8))) // 8
+
+
+def _size_problem(header: fits.Header, available: int) -> str | None:
+    """Say why an HDU's data cannot come from the ``available`` bytes after its header, or
+    return `None`.
+
+    ``header`` is the raw header as stored (a compressed image's binary-table header, not
+    the image header astropy reconstructs from it).
+    """
+    axes, stored = _data_bytes(header)
+    if not header.get("ZIMAGE", False):
+        if stored > available:
+            kind = "table" if header.get("XTENSION", "IMAGE").strip() in ("BINTABLE", "TABLE") else "image"
+            return (
+                f"the header claims a {_dims(axes)} {kind} ({stored} bytes) that the file cannot hold: "
+                f"only {available} bytes follow the header. The file is truncated or its header is corrupt."
+            )
+        return None
+    claimed_axes, claimed = _data_bytes(header, "Z")
+    claim = f"the header claims a {_dims(claimed_axes)} image ({claimed} bytes) that the file cannot hold"
+    if stored > available:
+        return (
+            f"{claim}: its compressed tiles take {stored} bytes but only {available} follow the header. "
+            "The file is truncated or its header is corrupt."
+        )
+    # Tile compression stores one tile per table row (ZTILE1 defaults to the row length, the
+    # other ZTILEn to 1), so the claimed image fixes the row count; a rewritten ZNAXISn breaks it.
+    tiles = 1
+    for axis, length in enumerate(claimed_axes, start=1):
+        tile = int(header.get(f"ZTILE{axis}", length if axis == 1 else 1))
+        if tile < 1:
+            return f"{claim}: ZTILE{axis} = {tile} is not a tile size. The header is corrupt."
+        tiles *= -(-length // tile)
+    rows = axes[1] if len(axes) > 1 else 0
+    if tiles != rows:
+        return (
+            f"{claim}: such an image is {tiles} tiles but the compressed table holds {rows}. "
+            "The header is corrupt."
+        )
+    if claimed > _MAX_COMPRESSION_RATIO * stored:
+        return (
+            f"{claim}: its compressed tiles take only {stored} bytes, and tile compression shrinks "
+            f"data at most {_MAX_COMPRESSION_RATIO}:1. The header is corrupt; if the file is genuine "
+            "(a near-constant image under HCOMPRESS_1), recompress it with GZIP_1 or RICE_1."
+        )
+    return None
+
+
+def _dims(axes: list[int]) -> str:
+    return "x".join(str(length) for length in axes) if axes else "empty"
+
+
+def check_fits_sizes(path: str, error: type[SkyFramesError]) -> None:
+    """Refuse a FITS file whose headers claim more data than the file can hold.
+
+    Run this before reading any data: astropy allocates an HDU's data at the
+    size its header declares and, for a tile-compressed HDU, decompresses into
+    an array of the claimed image size, so a corrupt or hostile 6 kB file can
+    otherwise make a reader allocate gigabytes.  Only headers are read here.
+
+    Parameters
+    ----------
+    path : `str`
+        The FITS file.
+    error : `type` [`~lsst.skyframes.errors.SkyFramesError`]
+        Exception class to raise, the caller's own (e.g.
+        `~lsst.skyframes.errors.BackgroundFileError`).
+
+    Raises
+    ------
+    SkyFramesError
+        An instance of ``error``, raised if a plain HDU declares more bytes
+        than the file holds, or if a tile-compressed HDU claims an image its
+        compressed tiles cannot hold (tiles missing from the file, a tile count
+        that does not match the claimed size, or a decompressed size beyond
+        any compression ratio).  The message names the file and the HDU.
+    OSError, ValueError
+        Raised by astropy for a file that is not FITS; the caller turns these
+        into its own error, as for any unreadable file.
+
+    Notes
+    -----
+    Call it inside the same ``warnings`` filter (astropy's bad-card warnings
+    as errors) and exception handler as the read that follows, so that a file
+    that is not FITS at all gets the caller's error too.
+    """
+    file_size = os.path.getsize(path)
+    with warnings.catch_warnings():
+        # astropy's own truncation warning gives only byte counts; the check below names the HDU
+        # and the image its header claims. Every other warning keeps the caller's filter.
+        warnings.filterwarnings("ignore", message="File may have been truncated", category=AstropyUserWarning)
+        # disable_image_compression keeps compressed HDUs as the binary tables they are stored as,
+        # so their raw ZNAXISn/ZTILEn/row counts can be compared without decompressing anything.
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=False, disable_image_compression=True)
+    with hdul:
+        for index, hdu in enumerate(hdul):
+            available = file_size - int(hdul.fileinfo(index)["datLoc"])
+            problem = _size_problem(hdu.header, available)
+            if problem is not None:
+                name = f" ({hdu.name})" if hdu.name and hdu.name != "PRIMARY" else ""
+                raise error(f"HDU {index}{name} of {path}: {problem}")
 
 
 def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
@@ -160,8 +281,9 @@ def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
     Raises
     ------
     lsst.skyframes.errors.BackgroundFileError
-        Raised if the file is missing, truncated or corrupt, if its HDU count
-        is not a positive multiple of 3, if a required key is missing, or if
+        Raised if the file is missing, truncated or corrupt, if a header
+        claims more data than the file holds (see `check_fits_sizes`), if its
+        HDU count is not a positive multiple of 3, if a required key is missing, or if
         the three planes of an element disagree in shape.  The message names
         the file and the HDU.
     """
@@ -170,27 +292,19 @@ def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BackgroundFileError(f"BackgroundList file not found: {path}")
-    file_size = os.path.getsize(path)
     try:
         with warnings.catch_warnings():
             # astropy only warns about truncation and bad cards; here they are errors.
             warnings.simplefilter("error", AstropyUserWarning)
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            check_fits_sizes(path, BackgroundFileError)
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                 n_hdus = len(hdul)
                 if n_hdus == 0 or n_hdus % 3 != 0:
                     raise BackgroundFileError(
                         f"BackgroundList file {path} has {n_hdus} HDUs; a BackgroundList has three per "
-                        "element "
-                        "(image, mask, variance). The file is truncated or not a background list."
+                        "element (image, mask, variance). The file is truncated or not a background list."
                     )
-                for index, hdu in enumerate(hdul):
-                    if _declared_bytes(hdu.header) > file_size:
-                        raise BackgroundFileError(
-                            f"HDU {index} of {path} declares {_declared_bytes(hdu.header)} bytes of data but "
-                            "the "
-                            f"file holds only {file_size}; the file is truncated or corrupt."
-                        )
                 result = BackgroundList()
                 for first in range(0, n_hdus, 3):
                     result.append(_read_element(path, hdul, first, BackgroundMI, BackgroundControl))
