@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import astropy.time
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
@@ -24,12 +23,16 @@ from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
-    define_visit_detectors,
     register_correction_inputs,
 )
-from lsst.skyframes.demo import large_scale_residual, simulate_science_visit, visit_sky_level
+from lsst.skyframes.demo import (
+    large_scale_residual,
+    put_science_visit,
+    simulate_science_visit,
+    visit_sky_level,
+)
 from lsst.skyframes.ingest import ingest_image
-from lsst.skyframes.repo import calib_collection, create_repo, insert_exposure, register_camera
+from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,25 +106,13 @@ def repo(tmp_path_factory):
     truth = {}
     for visit_id, detectors in ((VISIT, None), (VISIT_MISSING, [0, 1, 3]), (VISIT_MASKED, None)):
         plan = _plan(camera, visit_id)
-        insert_exposure(
-            butler,
-            camera,
-            exposure_id=visit_id,
-            physical_filter=plan.physical_filter,
-            day_obs=None,
-            obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
-            exposure_time_s=plan.exposure_time,
-        )
         visit = simulate_science_visit(
             camera, plan, seed=SEED + 1, amplitude=AMPLITUDE, detector_ids=detectors, **OBJECTS
         )
-        define_visit_detectors(butler, camera.instrument, visit_id, list(visit))
-        for detector_id, science in visit.items():
+        for science in visit.values():
             if visit_id == VISIT_MASKED:
                 science.image.mask.set("BAD", np.ones(science.image.bbox.shape, dtype=bool))
-            data_id = {"instrument": camera.instrument, "visit": visit_id, "detector": detector_id}
-            butler.put(science.image, "preliminary_visit_image", data_id, run="visits")
-            butler.put(science.background, "preliminary_visit_image_background", data_id, run="visits")
+        put_science_visit(butler, camera, plan, visit, "visits")
         truth[visit_id] = visit
 
     # A calibration collection whose sky frame of detector 3 is missing.

@@ -295,8 +295,14 @@ class CpSkyScaleMeasureTask(PipelineTask):
         for other in inputBkgs[1:]:
             background.merge(other)
         stats = background.getStatsImage()
-        scale = float(np.median(stats[np.isfinite(stats)]))
-        if not (np.isfinite(scale) and scale > 0):
+        finite = stats[np.isfinite(stats)]
+        if finite.size == 0:
+            raise NoDataError(
+                f"cpSkyScaleMeasure: no focal-plane bin of this exposure's {len(inputBkgs)} detectors has "
+                "usable pixels (all masked or NaN); exclude the exposure or check its masks."
+            )
+        scale = float(np.median(finite))
+        if not scale > 0:
             raise NoDataError(
                 f"cpSkyScaleMeasure: the exposure's sky level is {scale}; sky frames need exposures with "
                 "positive sky (check the input collection for biases or darks)."

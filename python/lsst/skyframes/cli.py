@@ -128,7 +128,11 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
 
     settings = DemoSettings(
-        n_detectors_side=args.detectors, n_exposures=args.exposures, size=args.size, seed=args.seed
+        n_detectors_side=args.detectors,
+        n_exposures=args.exposures,
+        size=args.size,
+        seed=args.seed,
+        n_components=args.components,
     )
     run_demo(args.output, settings)
     return 0
@@ -224,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--exposures", type=int, default=20, help="Exposures (default 20).")
     demo.add_argument("--size", type=int, default=512, help="Detector size in pixels (default 512).")
     demo.add_argument("--seed", type=int, default=1, help="Simulation seed.")
+    demo.add_argument(
+        "--components",
+        type=int,
+        default=4,
+        help="Compare K = 1..N sky templates on a two-pattern sky (default 4; 0 skips it).",
+    )
     demo.set_defaults(func=_demo)
     return parser
 

@@ -13,6 +13,7 @@ __all__ = [
     "detector_pattern",
     "exposure_header",
     "large_scale_field",
+    "noiseless_sky",
     "plan_exposures",
     "secondary_pattern",
     "simulate_detector",
@@ -238,6 +239,10 @@ class ExposurePlan:
         Observation start, ISO 8601 UTC.
     exposure_time : `float`
         Exposure time in seconds.
+    secondary_weight : `float`
+        Weight of a second, independent sky pattern (`secondary_pattern`) in
+        this exposure, as in `two_pattern_sky`; 0 (the default) for a sky with
+        one fixed pattern.
     """
 
     exposure_id: int
@@ -246,6 +251,7 @@ class ExposurePlan:
     gradient: tuple[float, float]
     obs_start: str
     exposure_time: float = 30.0
+    secondary_weight: float = 0.0
 
 
 def plan_exposures(
@@ -257,8 +263,10 @@ def plan_exposures(
     start: str = "2026-11-01T03:00:00",
     level_range: tuple[float, float] = (800.0, 2500.0),
     max_gradient: float = 1e-3,
+    secondary_weight_range: tuple[float, float] | None = None,
 ) -> list[ExposurePlan]:
-    """Plan exposures with random sky levels and focal-plane gradients.
+    """Plan exposures with random sky levels, focal-plane gradients and,
+    optionally, weights of a second sky pattern.
 
     Parameters
     ----------
@@ -276,6 +284,11 @@ def plan_exposures(
         Range of sky levels.
     max_gradient : `float`, optional
         Largest gradient magnitude per axis (fraction per mm).
+    secondary_weight_range : `tuple` [`float`, `float`], optional
+        Range of the uniform per-exposure weights of the second sky pattern
+        (`ExposurePlan.secondary_weight`); `None` (default) leaves them 0.
+        They come from their own random stream, so the levels and gradients
+        of a seed are the same with or without them.
 
     Returns
     -------
@@ -285,6 +298,9 @@ def plan_exposures(
     import astropy.units as u
 
     rng = np.random.default_rng(seed)
+    weights = np.zeros(n_exposures)
+    if secondary_weight_range is not None:
+        weights = np.random.default_rng([seed, 2]).uniform(*secondary_weight_range, n_exposures)
     t0 = astropy.time.Time(start, scale="utc")
     return [
         ExposurePlan(
@@ -296,6 +312,7 @@ def plan_exposures(
                 float(rng.uniform(-max_gradient, max_gradient)),
             ),
             obs_start=(t0 + index * 2 * u.min).isot,
+            secondary_weight=float(weights[index]),
         )
         for index in range(n_exposures)
     ]
@@ -348,9 +365,21 @@ def large_scale_field(detector, plan: ExposurePlan) -> np.ndarray:
 
 
 def simulate_detector(
-    detector, plan: ExposurePlan, *, seed: int, amplitude: float = 0.1, **kwargs
+    detector,
+    plan: ExposurePlan,
+    *,
+    seed: int,
+    amplitude: float = 0.1,
+    secondary_amplitude: float = 0.05,
+    **kwargs,
 ) -> SimulatedExposure:
     """Simulate one detector of one planned exposure.
+
+    The noiseless sky is ``level · large_scale · p1`` with ``p1`` the
+    detector's `detector_pattern` and ``large_scale`` the exposure's
+    `large_scale_field`; with a non-zero ``plan.secondary_weight`` ``w`` it is
+    ``level · large_scale · (p1 + w · (p2 − mean(p2)))`` with ``p2`` the
+    detector's `secondary_pattern` (the model of `two_pattern_sky`).
 
     Parameters
     ----------
@@ -363,6 +392,9 @@ def simulate_detector(
         so any subset of detectors simulates identically in any order.
     amplitude : `float`, optional
         Sky-frame pattern amplitude.
+    secondary_amplitude : `float`, optional
+        Amplitude of the second pattern (used only when
+        ``plan.secondary_weight`` is not 0).
     **kwargs
         Passed to `simulate_exposure` (n_stars, n_galaxies, psf_sigma, bad_columns...).
 
@@ -372,15 +404,54 @@ def simulate_detector(
     """
     rng = np.random.default_rng([seed, plan.exposure_id, detector.id])
     kwargs.setdefault("bad_columns", (detector.width // 3 + detector.id,))
+    pattern = detector_pattern(detector.id, amplitude=amplitude)
+    large_scale = _plan_large_scale(detector, plan, pattern, secondary_amplitude)
     return simulate_exposure(
-        detector.width,
-        detector.height,
-        plan.sky_level,
-        detector_pattern(detector.id, amplitude=amplitude),
-        rng,
-        large_scale=large_scale_field(detector, plan),
-        **kwargs,
+        detector.width, detector.height, plan.sky_level, pattern, rng, large_scale=large_scale, **kwargs
     )
+
+
+def noiseless_sky(
+    detector, plan: ExposurePlan, *, amplitude: float = 0.1, secondary_amplitude: float = 0.05
+) -> np.ndarray:
+    """Return the noiseless sky `simulate_detector` simulates, without simulating the rest.
+
+    Parameters
+    ----------
+    detector : `lsst.skyframes.camera.DetectorGeometry`
+        The detector.
+    plan : `ExposurePlan`
+        The exposure.
+    amplitude, secondary_amplitude : `float`, optional
+        Pattern amplitudes, as for `simulate_detector`.
+
+    Returns
+    -------
+    sky : `numpy.ndarray`
+        float64 electrons per pixel, shape (height, width).
+    """
+    pattern = detector_pattern(detector.id, amplitude=amplitude)
+    p1 = pattern.render(detector.width, detector.height)
+    return plan.sky_level * p1 * _plan_large_scale(detector, plan, pattern, secondary_amplitude)
+
+
+def _plan_large_scale(
+    detector, plan: ExposurePlan, pattern: SkyPattern, secondary_amplitude: float
+) -> np.ndarray:
+    """Return the factor by which a planned exposure multiplies ``level · pattern``.
+
+    The focal-plane gradient (`large_scale_field`) times, for a non-zero
+    ``plan.secondary_weight``, the factor that adds the weighted
+    `secondary_pattern` (`_secondary_factor`).
+    """
+    large_scale = large_scale_field(detector, plan)
+    if plan.secondary_weight != 0:
+        large_scale = large_scale * _secondary_factor(
+            pattern.render(detector.width, detector.height),
+            secondary_pattern(detector.id, amplitude=secondary_amplitude),
+            plan.secondary_weight,
+        )
+    return large_scale
 
 
 def exposure_header(detector, plan: ExposurePlan) -> dict[str, object]:
@@ -392,6 +463,7 @@ def exposure_header(detector, plan: ExposurePlan) -> dict[str, object]:
         "DATE-OBS": plan.obs_start,
         "EXPTIME": plan.exposure_time,
         "SKYLEVEL": plan.sky_level,
+        "SKYW2": plan.secondary_weight,
     }
 
 
@@ -463,12 +535,31 @@ def two_pattern_sky(
     -------
     exposure : `SimulatedExposure`
     """
-    p1 = pattern1.render(width, height)
+    factor = _secondary_factor(pattern1.render(width, height), pattern2, weight)
+    return simulate_exposure(width, height, sky_level, pattern1, rng, large_scale=factor, **kwargs)
+
+
+def _secondary_factor(p1: np.ndarray, pattern2: SkyPattern, weight: float) -> np.ndarray:
+    """Return the multiplicative factor that turns ``p1`` into ``p1 + weight · (p2 − mean(p2))``.
+
+    Parameters
+    ----------
+    p1 : `numpy.ndarray`
+        The first pattern rendered on the detector, shape (height, width).
+    pattern2 : `SkyPattern`
+        The second pattern.
+    weight : `float`
+        Its weight.
+
+    Returns
+    -------
+    factor : `numpy.ndarray`
+        ``1 + weight · (p2 − mean(p2)) / p1``: `simulate_exposure` multiplies
+        ``level · p1`` by its ``large_scale``, so this factor (times any other
+        large-scale term) makes the product the additive two-pattern sky.
+    """
+    height, width = p1.shape
     p2 = pattern2.render(width, height)
     # Zero mean over the detector: a constant part would be degenerate with
     # the sky level, leaving "weight" ill-defined.
-    variation = p2 - p2.mean()
-    # simulate_exposure multiplies level · p1 by large_scale; this factor makes
-    # the product the additive two-pattern sky.
-    factor = 1.0 + weight * variation / p1
-    return simulate_exposure(width, height, sky_level, pattern1, rng, large_scale=factor, **kwargs)
+    return 1.0 + weight * (p2 - p2.mean()) / p1
