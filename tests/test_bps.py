@@ -105,3 +105,30 @@ def test_bps_submit_matches_pipetask(reference_build, tmp_path):
     # Parsl's files went into the submit directory, not the working directory.
     assert (tmp_path / "submit" / "bps" / "run" / "runinfo").is_dir()
     assert not (tmp_path / "runinfo").exists()
+
+
+def test_bps_submit_templates(reference_build, tmp_path):
+    """bps/templates.yaml: the multi-component build on Parsl, clustered, component 1 = pipetask's sky."""
+    repo, reference_run = reference_build
+    result = subprocess.run(
+        [tool("bps"), "submit", str(ROOT / "bps" / "templates.yaml"), "-b", repo.root, "-i", repo.inputs]
+        + ["-o", "bpsk", "--output-run", "bpsk/run"],
+        capture_output=True,
+        text=True,
+        env=dict(tool_env(), PWD=str(tmp_path)),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    check(result, "bps submit templates")
+    butler = repo.butler()
+    counts = read_every_dataset(butler, "bpsk/run")
+    n_det = len(repo.camera)
+    assert counts["sky"] == counts["sky_components"] == counts["sky_quality"] == n_det
+    assert counts["cpSkyTemplates_metadata"] == 1  # one quantum for the whole focal plane
+    for ref in butler.query_datasets("sky_quality", collections="bpsk/run", explain=False):
+        assert butler.get(ref)["inputs_rejected"] == []
+    # With no exposure rejected, component 1 is the single sky frame bit for bit.
+    assert_identical_frames(sky_frames(repo, "bpsk/run"), sky_frames(repo, reference_run))
+    logs = tmp_path / "submit" / "bpsk" / "run" / "logs"
+    assert len(list((logs / "skyExposure").rglob("*.stdout"))) == len(repo.plans)
+    assert len(list((logs / "skyCombine").rglob("*.stdout"))) == 1
