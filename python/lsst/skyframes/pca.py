@@ -20,6 +20,16 @@ non-rejected exposures, so anything that reads a single ``sky`` (e.g.
 `SkyCorrectionTask`) can use it unchanged; components 2..K are zero-mean-ish
 variation patterns in the same units (fraction of the sky level per unit
 coefficient), with bins no exposure measured set to 0.
+
+In a butler (`~lsst.skyframes.build.CpSkyCombineTask` with ``nComponents`` >
+1, e.g. ``pipelines/BuildSkyTemplates.yaml``) each detector gets two
+calibrations: ``sky``, component 1 in the format above (storage class
+``MaskedImageV2``), and ``sky_components``, all K templates as one
+`~lsst.skyframes.background.BackgroundList` (storage class
+``SkyBackgroundList``: afw's BackgroundList FITS layout, three HDUs per
+element, element k-1 being template k as a `BackgroundMI` whose stats image
+is the template's one-pixel-per-bin image). `SkyCorrectionTask` with
+``nComponents`` = K' ≤ K uses the first K' elements.
 """
 
 from __future__ import annotations
