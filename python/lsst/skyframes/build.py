@@ -48,6 +48,7 @@ from lsst.pipe.base import connectionTypes as cT
 
 from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
+from .connections import camera_connection
 from .errors import NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
@@ -140,13 +141,7 @@ class CpSkyImageConnections(
         storageClass="MaskedImageV2",
         dimensions=("instrument", "exposure", "detector"),
     )
-    camera = cT.PrerequisiteInput(
-        name="camera",
-        doc="Camera geometry.",
-        storageClass="SkyCamera",
-        dimensions=("instrument",),
-        isCalibration=True,
-    )
+    camera = camera_connection()
     maskedExp = cT.Output(
         name="cpSkyMaskedIsrExp",
         doc="Image with objects masked and replaced by a smooth background.",
@@ -339,13 +334,7 @@ class CpSkySubtractBackgroundConnections(
         storageClass="StructuredDataDict",
         dimensions=("instrument", "exposure"),
     )
-    camera = cT.PrerequisiteInput(
-        name="camera",
-        doc="Camera geometry.",
-        storageClass="SkyCamera",
-        dimensions=("instrument",),
-        isCalibration=True,
-    )
+    camera = camera_connection()
     outputBkg = cT.Output(
         name="cpSkyExpResidualBackground",
         doc="Binned residual background in units of the sky level.",

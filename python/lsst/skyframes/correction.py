@@ -61,6 +61,7 @@ from lsst.utils.timer import timeMethod
 from .background import BackgroundList, BackgroundMI
 from .build import SkyFocalPlaneConfig, resolve_focal_plane_config
 from .camera import Camera, DetectorGeometry
+from .connections import camera_connection
 from .errors import BoxMismatchError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
@@ -177,13 +178,7 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         multiple=True,
         minimum=0,
     )
-    camera = cT.PrerequisiteInput(
-        name="camera",
-        doc="Camera geometry.",
-        storageClass="SkyCamera",
-        dimensions=("instrument",),
-        isCalibration=True,
-    )
+    camera = camera_connection()
     skyCorr = cT.Output(
         name="skyCorr",
         doc="Everything subtracted from the sky-corrected image: calExp - skyCorr.getImage() is the "
