@@ -360,3 +360,51 @@ def test_clipped_rms_ignores_a_few_spoilt_bins():
     # A Gaussian truncated at 3 sigma has an RMS of 0.9865 sigma.
     np.testing.assert_allclose(rms, 0.9865 * sigma, rtol=0.03)
     assert np.isnan(clipped_rms(np.full((1, 3), np.nan)))[0]
+
+
+def test_fast_kernels_match_numpy():
+    """The vectorised quartiles and Gram-matrix directions against numpy's own routines."""
+    import warnings
+
+    from lsst.skyframes.pca import _leading_directions, _nan_quartiles
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(17, 500))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:, 5] = np.nan  # no finite value
+    x[:16, 7] = np.nan  # one finite value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN column
+        expected = np.nanpercentile(x, [25, 75], axis=0)
+    for got, want in zip(_nan_quartiles(x), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-14, equal_nan=True)
+    residual = rng.normal(size=(20, 3000))
+    _, _, vt = np.linalg.svd(residual, full_matrices=False)
+    directions = _leading_directions(residual, 3)
+    np.testing.assert_allclose(np.abs(np.sum(vt[:3] * directions, axis=1)), 1.0, rtol=1e-12)
+
+
+def test_memory_estimate_bounds_the_pca_and_guards_the_task(one_pattern_training):
+    """robust_pca stays within pca_memory_bytes; SkyPcaTask refuses a problem over maxMemoryGiB."""
+    import tracemalloc
+
+    from lsst.skyframes.errors import ProblemTooLargeError
+    from lsst.skyframes.pca import pca_memory_bytes
+
+    rng = np.random.default_rng(2)
+    n_exp, n_bins = 20, 50_000
+    pattern = rng.normal(0.0, 0.02, n_bins)
+    tracemalloc.start()
+    try:
+        data = (
+            1.0 + pattern[None, :] * rng.uniform(0.5, 1.5, (n_exp, 1)) + rng.normal(0, 0.002, (n_exp, n_bins))
+        )
+        robust_pca(data, 3, noise=np.full(data.shape, 0.002))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"peak {peak / 2**20:.0f} MiB, estimate {pca_memory_bytes(n_exp, n_bins) / 2**20:.0f} MiB")
+    assert peak <= pca_memory_bytes(n_exp, n_bins)
+
+    with pytest.raises(ProblemTooLargeError, match="xBinSize=128"):
+        build(one_pattern_training, 2, maxMemoryGiB=1e-6)

@@ -12,6 +12,7 @@ __all__ = [
     "BoxMismatchError",
     "MissingMetadataError",
     "NoDataError",
+    "ProblemTooLargeError",
     "SkyFramesError",
     "UndersampledError",
     "UnsupportedStyleError",
@@ -54,4 +55,10 @@ class MissingMetadataError(SkyFramesError, ValueError):
 class BackgroundFileError(SkyFramesError, OSError):
     """A background file is missing, truncated, corrupt or not in the
     BackgroundList layout.
+    """
+
+
+class ProblemTooLargeError(SkyFramesError, MemoryError):
+    """A computation would need more memory than it is configured to use;
+    the message gives the estimate and the settings that shrink it.
     """
