@@ -169,27 +169,14 @@ def test_one_quantum_per_filter_and_component_one_is_the_sky_frame(repo):
     assert "4 'sky_components' datasets newly certified" in certify_output
     calib = [calib_collection(camera.instrument), "raw"]
     for detector in camera:
-        sky = butler.get(
-            "sky",
-            instrument=camera.instrument,
-            detector=detector.id,
-            collections="pca2",
-            physical_filter=camera.physical_filters[0],
-        )
-        single = butler.get(
-            "sky",
-            instrument=camera.instrument,
-            detector=detector.id,
-            collections="single",
-            physical_filter=camera.physical_filters[0],
-        )
-        templates = butler.get(
-            "sky_components",
-            instrument=camera.instrument,
-            detector=detector.id,
-            physical_filter=camera.physical_filters[0],
-            collections="pca2",
-        )
+        data_id = {
+            "instrument": camera.instrument,
+            "detector": detector.id,
+            "physical_filter": camera.physical_filters[0],
+        }
+        sky = butler.get("sky", data_id, collections="pca2")
+        single = butler.get("sky", data_id, collections="single")
+        templates = butler.get("sky_components", data_id, collections="pca2")
         assert len(templates) == 2
         # nComponents=1 is today's sky frame; with 2, component 1 is that frame bit for bit
         # (no exposure is rejected here) and the templates file starts with it.
