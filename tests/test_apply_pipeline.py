@@ -8,16 +8,14 @@ configuration follow tests/test_correction.py (see its docstring for why).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
+from conftest import tool, tool_env
 from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.certify import certify_calibrations
@@ -45,14 +43,8 @@ OBJECTS = {"n_stars": 40, "n_galaxies": 8}
 VISIT, VISIT_MISSING, VISIT_MASKED = 5000, 5001, 5002
 
 
-def _bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else shutil.which(name)
-
-
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([_bin("pipetask"), "run", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([tool("pipetask"), "run", *args], capture_output=True, text=True, env=tool_env())
 
 
 def _plan(camera, exposure_id: int) -> ExposurePlan:

@@ -10,16 +10,14 @@ random weight per exposure) are turned into K = 2 templates by BuildSkyTemplates
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 
+from conftest import check, tool, tool_env
 from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.correction import register_correction_inputs
@@ -44,18 +42,8 @@ WEIGHTS = {VISIT_TWO: 0.8, VISIT_ONE: 0.0}
 BIN = 8
 
 
-def _bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else shutil.which(name)
-
-
 def _run(program: str, args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([_bin(program), *args], capture_output=True, text=True, env=env)
-
-
-def _check(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return subprocess.run([tool(program), *args], capture_output=True, text=True, env=tool_env())
 
 
 def _plan(camera, visit_id: int) -> ExposurePlan:
@@ -89,7 +77,7 @@ def repo(tmp_path_factory):
     inputs = ["-i", f"raw,{calib_collection(camera.instrument)}"]
     bins = ["-c", f"cpSkySubtractBackground:sky.background.xBinSize={BIN}"]
     bins += ["-c", f"cpSkySubtractBackground:sky.background.yBinSize={BIN}"]
-    _check(
+    check(
         _run(
             "pipetask",
             [
@@ -105,18 +93,20 @@ def repo(tmp_path_factory):
                 *bins,
             ]
             + ["-c", "cpSkyTemplates:nComponents=2"],
-        )
+        ),
+        "pipetask run BuildSkyTemplates",
     )
     # The same inputs combined the reference way (step 3 alone, nComponents=1).
-    _check(
+    check(
         _run(
             "pipetask",
             ["run", "-b", root, "-i", "pca2", "-o", "single", "-p", f"{BUILD}#step3"]
             + ["--register-dataset-types"],
-        )
+        ),
+        "pipetask run BuildSkyFrame#step3",
     )
     certified = _run("skyframes", ["certify", root, "pca2"])
-    _check(certified)
+    check(certified, "skyframes certify")
 
     butler = Butler.from_config(root, writeable=True)
     register_correction_inputs(butler, "visits")
@@ -131,7 +121,7 @@ def repo(tmp_path_factory):
     inputs = ["-i", f"visits,{calib_collection(camera.instrument)}"]
     fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
     for k in (1, 2):
-        _check(
+        check(
             _run(
                 "pipetask",
                 ["run", "-b", root, *inputs, "-o", f"corr{k}", "-p", str(APPLY), "--register-dataset-types"]
@@ -141,7 +131,8 @@ def repo(tmp_path_factory):
                 # explains: the default two-detector bins bias the fit on a 2x2 camera.
                 + ["-c", f"skyCorr:bgModel1.xSize={fp_config.xSize}"]
                 + ["-c", f"skyCorr:bgModel1.ySize={fp_config.ySize}"],
-            )
+            ),
+            f"pipetask run ApplySkyFrame nComponents={k}",
         )
     return camera, root, truth, certified.stdout
 
@@ -253,7 +244,7 @@ def test_extra_component_does_no_harm(repo):
 def test_report_and_plot_components(repo, tmp_path):
     camera, root, _, _ = repo
     report = _run("skyframes", ["report", root, "--collection", "pca2", "--output", str(tmp_path / "q.png")])
-    _check(report)
+    check(report, "skyframes report")
     # The table gains the component columns for multi-component builds.
     assert "variance explained" in report.stdout and "K-model resid" in report.stdout
     for data_id in ([], ["detector=1", f"physical_filter={camera.physical_filters[0]}"]):
@@ -272,5 +263,5 @@ def test_report_and_plot_components(repo, tmp_path):
                 *data_id,
             ],
         )
-        _check(plotted)
+        check(plotted, "skyframes plot")
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -601,8 +601,9 @@ class SkyCorrectionTask(PipelineTask):
         # (3) One sky-frame scale for the whole visit.
         coefficients = np.array([])
         if self.config.doSky and nComponents == 1:
-            scale = self._subtractSkyFrames(images, [_load(s) for s in skyFrames], detectors, skyCorr)
-            coefficients = np.array([scale])
+            coefficients = np.array(
+                [self._subtractSkyFrames(images, [_load(s) for s in skyFrames], detectors, skyCorr)]
+            )
         elif self.config.doSky:
             coefficients = self._subtractSkyComponents(
                 images, [_load(s) for s in skyComponents], detectors, skyCorr
@@ -629,31 +630,39 @@ class SkyCorrectionTask(PipelineTask):
         result.skyComponentCoefficients = coefficients
         return result
 
-    def _checkSkyFrames(self, skyFrames: Sequence[Any], detectors: Sequence[DetectorGeometry]) -> None:
-        missing = [d for d, sky in zip(detectors, skyFrames, strict=True) if sky is None]
+    @staticmethod
+    def _requireEvery(values: Sequence[Any], detectors: Sequence[DetectorGeometry], message: str) -> None:
+        """Raise `MissingSkyFrameError` if a detector's entry is `None`.
+
+        ``message`` is formatted with ``names``, the missing detectors as
+        "id (name)".
+        """
+        missing = [d for d, value in zip(detectors, values, strict=True) if value is None]
         if missing:
             names = ", ".join(f"{d.id} ({d.name})" for d in missing)
-            raise MissingSkyFrameError(
-                f"No sky frame for detector(s) {names} of this visit while doSky=True. Build and certify "
-                "sky frames for them (pipelines/BuildSkyFrame.yaml, then `skyframes certify`), check "
-                "that the <instrument>/calib collection is in the inputs and valid at the visit's time, "
-                "or run with -c skyCorr:doSky=False.",
-                [d.id for d in missing],
-            )
+            raise MissingSkyFrameError(message.format(names=names), [d.id for d in missing])
+
+    def _checkSkyFrames(self, skyFrames: Sequence[Any], detectors: Sequence[DetectorGeometry]) -> None:
+        self._requireEvery(
+            skyFrames,
+            detectors,
+            "No sky frame for detector(s) {names} of this visit while doSky=True. Build and certify "
+            "sky frames for them (pipelines/BuildSkyFrame.yaml, then `skyframes certify`), check "
+            "that the <instrument>/calib collection is in the inputs and valid at the visit's time, "
+            "or run with -c skyCorr:doSky=False.",
+        )
 
     def _checkSkyComponents(
         self, skyComponents: Sequence[Any], detectors: Sequence[DetectorGeometry]
     ) -> None:
-        missing = [d for d, sky in zip(detectors, skyComponents, strict=True) if sky is None]
-        if missing:
-            names = ", ".join(f"{d.id} ({d.name})" for d in missing)
-            raise MissingSkyFrameError(
-                f"No sky_components templates for detector(s) {names} of this visit while "
-                f"nComponents={self.config.nComponents}. Build them with -c cpSkyCombine:nComponents=K "
-                "(K >= nComponents) and certify them (`skyframes certify`), or run with "
-                "-c skyCorr:nComponents=1 to use the single sky frames.",
-                [d.id for d in missing],
-            )
+        self._requireEvery(
+            skyComponents,
+            detectors,
+            "No sky_components templates for detector(s) {names} of this visit while "
+            f"nComponents={self.config.nComponents}. Build them with -c cpSkyCombine:nComponents=K "
+            "(K >= nComponents) and certify them (`skyframes certify`), or run with "
+            "-c skyCorr:nComponents=1 to use the single sky frames.",
+        )
         for detector, templates in zip(detectors, skyComponents, strict=True):
             if not isinstance(templates, DeferredDatasetHandle) and len(templates) < self.config.nComponents:
                 raise MissingSkyFrameError(

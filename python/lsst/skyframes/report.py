@@ -71,6 +71,11 @@ def _median(values: dict[str, float]) -> float:
     return float(np.median(list(values.values()))) if values else float("nan")
 
 
+def _pixel_extent(bbox: Any) -> tuple[float, float, float, float]:
+    """matplotlib ``extent`` of a box whose pixel centres sit at integer coordinates."""
+    return (bbox.x.min - 0.5, bbox.x.max + 0.5, bbox.y.min - 0.5, bbox.y.max + 0.5)
+
+
 def _as_array(nested: list) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in nested], dtype=np.float64)
 
@@ -169,8 +174,7 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
     else:
         image = obj
         label = "value"
-    bbox = image.bbox
-    extent = (bbox.x.min - 0.5, bbox.x.max + 0.5, bbox.y.min - 0.5, bbox.y.max + 0.5)
+    extent = _pixel_extent(image.bbox)
     axis_labels = (
         ("x [pixel]", "y [pixel]") if "detector" in data_id else ("x [mosaic pixel]", "y [mosaic pixel]")
     )
@@ -188,8 +192,7 @@ def _plot_components(butler: Butler, collection: str, data_id: dict[str, Any], p
     """One panel per multi-component template: over the focal plane, or of one detector."""
     if "detector" in data_id:
         templates = butler.get(COMPONENTS_DATASET, data_id, collections=collection)
-        bbox = templates[0][0].getImageBBox()
-        extent = (bbox.x.min - 0.5, bbox.x.max + 0.5, bbox.y.min - 0.5, bbox.y.max + 0.5)
+        extent = _pixel_extent(templates[0][0].getImageBBox())
         panels = [
             (
                 f"component {k}",
