@@ -1,26 +1,65 @@
-"""Certify built calibrations (sky frames) into a CALIBRATION collection."""
+"""Certify built calibrations (sky frames) into a CALIBRATION collection.
+
+Validity ranges are read as TAI, as ``butler certify-calibrations`` reads its
+``--begin-date`` and ``--end-date`` (the butler keeps every time in TAI).
+"""
 
 from __future__ import annotations
 
-__all__ = ["CertificationConflictError", "certify_calibrations", "certify_sky_frames"]
+__all__ = ["CertificationConflictError", "certify_calibrations", "certify_sky_frames", "validity_range"]
 
 import astropy.time
 
 from lsst.daf.butler import Butler, CollectionType, MissingDatasetTypeError, Timespan
 from lsst.daf.butler.registry import ConflictingDefinitionError
 
-from .errors import NoDataError, SkyFramesError
-from .repo import calib_collection
+from .errors import NoDataError, SkyFramesError, ValidityRangeError
+from .repo import calib_collection, require_collection
 
 
 class CertificationConflictError(SkyFramesError, ValueError):
     """Other datasets are already certified for an overlapping validity range."""
 
 
-def _time(value: str | astropy.time.Time | None) -> astropy.time.Time | None:
+def _time(value: str | astropy.time.Time | None, what: str) -> astropy.time.Time | None:
     if value is None or isinstance(value, astropy.time.Time):
         return value
-    return astropy.time.Time(value, scale="utc")
+    try:
+        return astropy.time.Time(value, scale="tai")
+    except ValueError:
+        raise ValidityRangeError(
+            f"{what} {value!r} is not a time; write it in ISO 8601, e.g. 2026-01-01T00:00:00 (TAI)."
+        ) from None
+
+
+def validity_range(begin: str | astropy.time.Time | None, end: str | astropy.time.Time | None) -> Timespan:
+    """Return the validity range ``[begin, end)``, refusing an empty or inverted one.
+
+    Parameters
+    ----------
+    begin, end : `str` or `astropy.time.Time`, optional
+        ISO 8601 times, TAI (as ``butler certify-calibrations``); `None`
+        leaves that end unbounded.
+
+    Returns
+    -------
+    timespan : `lsst.daf.butler.Timespan`
+
+    Raises
+    ------
+    lsst.skyframes.errors.ValidityRangeError
+        Raised if a time cannot be parsed, or if ``end`` is not after
+        ``begin`` (the butler would store an empty range that no exposure
+        ever finds).
+    """
+    begin_time, end_time = _time(begin, "begin"), _time(end, "end")
+    if begin_time is not None and end_time is not None and not end_time > begin_time:
+        raise ValidityRangeError(
+            f"The validity range {begin_time.tai.isot} .. {end_time.tai.isot} (TAI) is "
+            f"{'empty' if end_time == begin_time else 'inverted'}: no exposure would find these "
+            "calibrations. Give an end after the begin, or leave one unbounded."
+        )
+    return Timespan(begin_time, end_time)
 
 
 def certify_calibrations(
@@ -46,7 +85,8 @@ def certify_calibrations(
     collection : `str`, optional
         CALIBRATION collection; default ``<instrument>/calib``.
     begin, end : `str` or `astropy.time.Time`, optional
-        Validity range (ISO UTC); `None` leaves that end unbounded.
+        Validity range ``[begin, end)``, ISO 8601 TAI (see `validity_range`);
+        `None` leaves that end unbounded.
 
     Returns
     -------
@@ -56,13 +96,22 @@ def certify_calibrations(
 
     Raises
     ------
+    lsst.skyframes.errors.NotFoundError
+        Raised if ``input_run`` does not exist.
+    lsst.skyframes.errors.ValidityRangeError
+        Raised for an unparseable, empty or inverted validity range.
     lsst.skyframes.errors.NoDataError
         Raised if the run holds no such dataset.
     CertificationConflictError
         Raised if other datasets with the same data IDs are certified for an
         overlapping validity range.
     """
-    refs = list(butler.query_datasets(dataset_type, collections=input_run, explain=False))
+    timespan = validity_range(begin, end)
+    require_collection(butler, input_run)
+    try:
+        refs = list(butler.query_datasets(dataset_type, collections=input_run, explain=False))
+    except MissingDatasetTypeError:
+        refs = []
     if not refs:
         raise NoDataError(
             f"No {dataset_type!r} datasets in collection {input_run!r}; run the build pipeline first "
@@ -71,9 +120,11 @@ def certify_calibrations(
     instruments = {ref.dataId["instrument"] for ref in refs}
     if collection is None:
         if len(instruments) != 1:
-            raise ValueError(f"Datasets of several instruments ({sorted(instruments)}); pass collection=.")
+            raise CertificationConflictError(
+                f"{input_run!r} holds {dataset_type!r} datasets of several instruments "
+                f"({sorted(instruments)}); name the CALIBRATION collection (--collection)."
+            )
         collection = calib_collection(instruments.pop())
-    timespan = Timespan(_time(begin), _time(end))
     butler.registry.registerCollection(collection, CollectionType.CALIBRATION)
     existing = {(ref.id, ref_timespan) for ref, ref_timespan in _certified(butler, dataset_type, collection)}
     todo = [ref for ref in refs if (ref.id, timespan) not in existing]

@@ -1,7 +1,12 @@
 """The ``skyframes`` command.
 
 Subcommands: ``create-repo``, ``register``, ``ingest``, ``certify`` (the steps
-around ``pipetask run -p pipelines/BuildSkyFrame.yaml``) and ``demo``.
+around ``pipetask run -p pipelines/BuildSkyFrame.yaml``), ``report`` and
+``plot`` (looking at what a build made) and ``demo``.
+
+A mistake the user can fix (a missing file, repository or collection, a bad
+date, an unknown dataset) ends the command with a one-line message naming it
+and exit code 2; per-file ingest failures give exit code 1.
 """
 
 from __future__ import annotations
@@ -20,11 +25,22 @@ def _create_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(args: argparse.Namespace) -> int:
+def _read_camera(path: str):
     from .camera import Camera
+    from .errors import NotFoundError
+
+    try:
+        return Camera.from_yaml(path)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"Camera file {path!r} does not exist; give the camera YAML (see tests/data/camera.yaml)."
+        ) from None
+
+
+def _register(args: argparse.Namespace) -> int:
     from .repo import calib_collection, create_repo, register_camera
 
-    camera = Camera.from_yaml(args.camera)
+    camera = _read_camera(args.camera)
     butler = create_repo(args.repo) if args.create else _open(args.repo)
     register_camera(butler, camera)
     print(
@@ -34,17 +50,16 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(repo: str):
-    from lsst.daf.butler import Butler
+def _open(repo: str, writeable: bool = True):
+    from .repo import open_repo
 
-    return Butler.from_config(repo, writeable=True)
+    return open_repo(repo, writeable=writeable)
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .camera import Camera
     from .ingest import HeaderKeys, ingest_files
 
-    camera = Camera.from_yaml(args.camera)
+    camera = _read_camera(args.camera)
     keys = HeaderKeys(
         exposure=args.key_exposure,
         detector=args.key_detector,
@@ -99,11 +114,11 @@ def _certify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
-
+    from .repo import require_collection
     from .report import format_quality_table, load_quality, write_quality_figure
 
-    butler = Butler.from_config(args.repo)
+    butler = _open(args.repo, writeable=False)
+    require_collection(butler, args.collection)
     print(format_quality_table(load_quality(butler, args.collection)))
     for path in write_quality_figure(butler, args.collection, args.output):
         print(f"Figure: {path}")
@@ -111,15 +126,19 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from lsst.daf.butler import Butler
-
+    from .errors import UsageError
+    from .repo import require_collection
     from .report import plot_dataset
 
     data_id: dict[str, object] = {}
     for item in args.data_id:
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not (key and equals and value):
+            raise UsageError(f"--data-id {item!r} is not KEY=VALUE (e.g. detector=4 visit=1020).")
         data_id[key] = int(value) if value.lstrip("-").isdigit() else value
-    path = plot_dataset(Butler.from_config(args.repo), args.dataset, args.collection, data_id, args.output)
+    butler = _open(args.repo, writeable=False)
+    require_collection(butler, args.collection)
+    path = plot_dataset(butler, args.dataset, args.collection, data_id, args.output)
     print(f"Figure: {path}")
     return 0
 
@@ -190,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     certify = commands.add_parser("certify", help="Certify sky frames into <instrument>/calib.")
     certify.add_argument("repo", help="Repository root.")
     certify.add_argument("run", help="Collection holding the sky frames (pipetask's output).")
-    certify.add_argument("--begin", default=None, help="Start of validity, ISO UTC (default unbounded).")
-    certify.add_argument("--end", default=None, help="End of validity, ISO UTC (default unbounded).")
+    certify.add_argument(
+        "--begin", default=None, help="Start of validity, ISO 8601 TAI as in butler (default unbounded)."
+    )
+    certify.add_argument(
+        "--end", default=None, help="End of validity (exclusive), ISO 8601 TAI (default unbounded)."
+    )
     certify.add_argument(
         "--dataset-type",
         default=None,
@@ -238,18 +261,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(err: Exception) -> str | None:
+    """Return the one-line message of an error the user can fix, `None` for a bug."""
+    from lsst.daf.butler import ButlerUserError
+
+    from .errors import SkyFramesError
+
+    if isinstance(err, SkyFramesError):
+        return str(err)
+    if isinstance(err, ButlerUserError):
+        # The butler's own user-facing errors (unknown dataset type, collection or data ID key).
+        return f"{err} (butler {type(err).__name__})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skyframes`` command line."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except Exception as err:
-        from .errors import SkyFramesError
-
-        if isinstance(err, SkyFramesError):
-            print(f"skyframes {args.command}: {err}", file=sys.stderr)
-            return 2
-        raise
+        message = _user_error(err)
+        if message is None:
+            raise
+        print(f"skyframes {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -828,7 +828,7 @@ class SkyCorrectionTask(PipelineTask):
         plots: tuple[Any, Any] = (None, None)
         if self.config.doPlotMosaics:
             plots = (
-                mosaic_figure([("sky-corrected image", calExpMosaic)], label="counts"),
+                mosaic_figure([("sky-corrected image", calExpMosaic)], label="counts", about_sky=True),
                 mosaic_figure([("background subtracted by skyCorr", calBkgMosaic)], label="counts"),
             )
         return Struct(

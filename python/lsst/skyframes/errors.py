@@ -12,10 +12,13 @@ __all__ = [
     "BoxMismatchError",
     "MissingMetadataError",
     "NoDataError",
+    "NotFoundError",
     "ProblemTooLargeError",
     "SkyFramesError",
     "UndersampledError",
     "UnsupportedStyleError",
+    "UsageError",
+    "ValidityRangeError",
 ]
 
 
@@ -62,3 +65,19 @@ class ProblemTooLargeError(SkyFramesError, MemoryError):
     """A computation would need more memory than it is configured to use;
     the message gives the estimate and the settings that shrink it.
     """
+
+
+class NotFoundError(SkyFramesError, LookupError):
+    """A repository, collection, file or dataset that the caller named does
+    not exist; the message says how to list what does.
+    """
+
+
+class ValidityRangeError(SkyFramesError, ValueError):
+    """A calibration validity range that is not a time, or that is empty or
+    inverted (its end not after its beginning).
+    """
+
+
+class UsageError(SkyFramesError, ValueError):
+    """A command-line argument that cannot be understood."""

@@ -31,6 +31,7 @@ import numpy as np
 from lsst.images import Image, MaskedImage
 
 from .errors import BoxMismatchError
+from .plotting import colour_limits, draw_titles, save_png
 from .statistics import bad_pixel_mask
 
 if TYPE_CHECKING:
@@ -287,17 +288,6 @@ def focal_plane_mosaic(camera: Camera, binned: Mapping[int, np.ndarray], binning
     return Image(mosaic, metadata=metadata)
 
 
-def _limits(arrays: Sequence[np.ndarray], symmetric: bool) -> tuple[float, float]:
-    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays] or [np.zeros(1)])
-    if finite.size == 0:
-        return (-1.0, 1.0)
-    if symmetric:
-        limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
-        return (-limit, limit)
-    low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
-    return (low, high if high > low else low + 1.0)
-
-
 def mosaic_figure(
     panels: Sequence[tuple[str, Image]],
     *,
@@ -305,6 +295,7 @@ def mosaic_figure(
     label: str = "",
     symmetric: bool = False,
     shared: bool = True,
+    about_sky: bool = False,
 ) -> Figure:
     """Draw focal-plane mosaics side by side (without pyplot's global state).
 
@@ -320,6 +311,11 @@ def mosaic_figure(
         Diverging colour map centred on zero (for residuals).
     shared : `bool`, optional
         One colour scale for all panels, so that they compare directly.
+    about_sky : `bool`, optional
+        Diverging colour map centred on the clipped sky level, a few clipped
+        standard deviations wide (for sky-corrected images, whose objects
+        would otherwise set the scale); see
+        `~lsst.skyframes.plotting.colour_limits`.
 
     Returns
     -------
@@ -331,10 +327,10 @@ def mosaic_figure(
 
     figure = Figure(figsize=(5.0 * len(panels), 4.6), constrained_layout=True)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    cmap = "RdBu_r" if symmetric else "viridis"
-    common = _limits([p.array for _, p in panels], symmetric) if shared else None
-    for ax, (name, mosaic) in zip(axes, panels, strict=True):
-        vmin, vmax = common if common is not None else _limits([mosaic.array], symmetric)
+    cmap = "RdBu_r" if symmetric or about_sky else "viridis"
+    common = colour_limits([p.array for _, p in panels], symmetric, about_sky) if shared else None
+    for ax, (_, mosaic) in zip(axes, panels, strict=True):
+        vmin, vmax = common if common is not None else colour_limits([mosaic.array], symmetric, about_sky)
         geometry = MosaicGeometry.fromMetadata(mosaic)
         shown = ax.imshow(
             mosaic.array,
@@ -345,12 +341,10 @@ def mosaic_figure(
             vmin=vmin,
             vmax=vmax,
         )
-        ax.set_title(name)
         ax.set_xlabel("focal plane x [mm]")
         ax.set_ylabel("focal plane y [mm]")
         figure.colorbar(shown, ax=ax, label=label, shrink=0.85)
-    if title:
-        figure.suptitle(title)
+    draw_titles(figure, axes, [name for name, _ in panels], title)
     return figure
 
 
@@ -372,12 +366,4 @@ def plot_mosaics(
     path : `str` or path-like
         Output PNG; written under a temporary name and renamed.
     """
-    figure = mosaic_figure(panels, title=title, label=label, symmetric=symmetric, shared=shared)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.png"
-    try:
-        figure.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(mosaic_figure(panels, title=title, label=label, symmetric=symmetric, shared=shared), path)

@@ -2,16 +2,95 @@
 
 from __future__ import annotations
 
-__all__ = ["plot_focal_plane", "plot_panels"]
+__all__ = ["colour_limits", "draw_titles", "plot_focal_plane", "plot_panels", "save_png", "wrap_title"]
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .camera import Camera
+
+# Half-width of the colour scale about the residual sky, in clipped standard deviations: wide
+# enough for the large-scale residual, narrow enough that stars saturate instead of setting it.
+SKY_SCALE_SIGMA = 4.0
+
+
+def colour_limits(
+    arrays: Sequence[np.ndarray], symmetric: bool = False, about_sky: bool = False
+) -> tuple[float, float]:
+    """Return the colour-scale limits of images drawn on one scale.
+
+    Parameters
+    ----------
+    arrays : sequence of `numpy.ndarray`
+        The images; non-finite pixels are ignored.
+    symmetric : `bool`, optional
+        Centre the scale on zero (residuals): ``±`` the 99.5th percentile of
+        ``|value|``.
+    about_sky : `bool`, optional
+        Centre the scale on the sky (a sky-subtracted image whose objects
+        would otherwise set it): the 3-sigma clipped mean (MEANCLIP) of the
+        pixels ``±`` `SKY_SCALE_SIGMA` clipped standard deviations.
+
+    Returns
+    -------
+    vmin, vmax : `float`
+        Limits with ``vmax > vmin``; 0.5th to 99.5th percentile when neither
+        option is set.
+    """
+    from .statistics import box_statistic
+
+    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays] or [np.zeros(0)])
+    if finite.size == 0:
+        return (-1.0, 1.0)
+    if about_sky:
+        clipped = box_statistic(finite, None, "MEANCLIP")
+        sigma = float(clipped.error) * float(np.sqrt(clipped.count))
+        half_width = SKY_SCALE_SIGMA * sigma if sigma > 0 else 1.0
+        return (float(clipped.value) - half_width, float(clipped.value) + half_width)
+    if symmetric:
+        limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
+        return (-limit, limit)
+    low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    return (low, high if high > low else low + 1.0)
+
+
+def wrap_title(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """Break a title into lines that fit a width (so that none is cut off).
+
+    Parameters
+    ----------
+    text : `str`
+        The title; existing line breaks are kept.
+    width_inches : `float`
+        Width available, in inches.
+    fontsize : `float`, optional
+        Font size in points.
+
+    Returns
+    -------
+    wrapped : `str`
+    """
+    # An average glyph of matplotlib's default sans-serif font is ~0.6 em wide.
+    columns = max(10, int(width_inches * 72.0 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, columns) if line else line for line in text.split("\n"))
+
+
+def draw_titles(fig: Figure, axes: Sequence, names: Sequence[str], title: str) -> None:
+    """Set panel titles and the figure title, wrapped to the space they have."""
+    width = fig.get_figwidth()
+    for ax, name in zip(axes, names, strict=True):
+        # A panel title is centred over its axes, which the colour bar and the axis labels leave
+        # about two thirds of the panel's width.
+        ax.set_title(wrap_title(name, 0.65 * width / len(axes), 11.0), fontsize=11.0)
+    if title:
+        fig.suptitle(wrap_title(title, 0.95 * width, 12.0), fontsize=12.0)
 
 
 def plot_panels(
@@ -48,22 +127,17 @@ def plot_panels(
     n = len(panels)
     symmetric = symmetric or [False] * n
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.2), squeeze=False, constrained_layout=True)
-    for ax, (name, array, label), centred in zip(axes[0], panels, symmetric, strict=True):
-        finite = array[np.isfinite(array)]
-        if centred:
-            limit = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
-            kwargs = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
-        else:
-            low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-            kwargs = {"cmap": "viridis", "vmin": float(low), "vmax": float(high)}
-        shown = ax.imshow(array, origin="lower", extent=extent, interpolation="nearest", **kwargs)
-        ax.set_title(name)
+    for ax, (_, array, label), centred in zip(axes[0], panels, symmetric, strict=True):
+        vmin, vmax = colour_limits([array], symmetric=centred)
+        cmap = "RdBu_r" if centred else "viridis"
+        shown = ax.imshow(
+            array, origin="lower", extent=extent, interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax
+        )
         ax.set_xlabel(axis_labels[0])
         ax.set_ylabel(axis_labels[1])
         fig.colorbar(shown, ax=ax, label=label, shrink=0.85)
-    if title:
-        fig.suptitle(title)
-    _save(fig, path)
+    draw_titles(fig, axes[0], [name for name, _, _ in panels], title)
+    save_png(fig, path)
 
 
 def plot_focal_plane(
@@ -98,14 +172,9 @@ def plot_focal_plane(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5.4 * len(panels), 4.8), squeeze=False, constrained_layout=True
     )
-    for ax, (name, arrays, label, centred) in zip(axes[0], panels, strict=True):
-        finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()] or [np.zeros(1)])
-        if centred:
-            limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
-            norm = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
-        else:
-            low, high = np.percentile(finite, [0.5, 99.5])
-            norm = {"cmap": "viridis", "vmin": float(low), "vmax": float(high)}
+    for ax, (_, arrays, label, centred) in zip(axes[0], panels, strict=True):
+        vmin, vmax = colour_limits(list(arrays.values()), symmetric=centred)
+        norm = {"cmap": "RdBu_r" if centred else "viridis", "vmin": vmin, "vmax": vmax}
         mesh = None
         for detector_id, array in arrays.items():
             detector = camera[detector_id]
@@ -119,17 +188,24 @@ def plot_focal_plane(
             cx, cy = detector.pixel_to_focal_plane(*detector.centre_pixel)
             ax.text(float(cx), float(cy), detector.name, ha="center", va="center", fontsize=7, alpha=0.6)
         ax.set_aspect("equal")
-        ax.set_title(name)
         ax.set_xlabel("focal plane x [mm]")
         ax.set_ylabel("focal plane y [mm]")
         if mesh is not None:
             fig.colorbar(mesh, ax=ax, label=label, shrink=0.85)
-    if title:
-        fig.suptitle(title)
-    _save(fig, path)
+    draw_titles(fig, axes[0], [panel[0] for panel in panels], title)
+    save_png(fig, path)
 
 
-def _save(fig, path: str | os.PathLike[str]) -> None:
+def save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Write a figure to a PNG atomically (a temporary name, then renamed) and close it.
+
+    Parameters
+    ----------
+    fig : `matplotlib.figure.Figure`
+        The figure; closed in pyplot if pyplot manages it.
+    path : `str` or path-like
+        Output PNG.
+    """
     import matplotlib.pyplot as plt
 
     path = os.fspath(path)

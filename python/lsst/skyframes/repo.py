@@ -24,8 +24,10 @@ __all__ = [
     "create_repo",
     "day_obs_timespan",
     "insert_exposure",
+    "open_repo",
     "read_camera",
     "register_camera",
+    "require_collection",
     "seed_config",
     "seed_config_path",
 ]
@@ -60,7 +62,7 @@ from lsst.resources import ResourcePath, ResourcePathExpression
 from lsst.utils.db_auth import DbAuthError
 
 from .camera import Camera
-from .errors import SkyFramesError
+from .errors import NotFoundError, SkyFramesError
 from .instrument import EXPOSURE_MAX, ONE_TO_ONE_VISIT_SYSTEM, SkyFramesInstrument
 
 CAMERA_DATASET_TYPE = "camera"
@@ -211,6 +213,53 @@ def _check_postgresql(db_url: str) -> None:
             f"Registry database {shown} lacks the btree_gist extension that the butler needs; as a "
             "database owner or superuser run: CREATE EXTENSION btree_gist;"
         )
+
+
+def open_repo(root: ResourcePathExpression, *, writeable: bool = False) -> Butler:
+    """Open an existing repository, saying plainly when there is none.
+
+    Parameters
+    ----------
+    root : `str` or path-like
+        Repository root (or a butler alias).
+    writeable : `bool`, optional
+        Open for writing.
+
+    Returns
+    -------
+    butler : `lsst.daf.butler.Butler`
+
+    Raises
+    ------
+    lsst.skyframes.errors.NotFoundError
+        Raised if there is no repository at ``root``.
+    """
+    try:
+        return Butler.from_config(root, writeable=writeable)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"No butler repository at {str(root)!r} (no butler.yaml there); create one with "
+            f"`skyframes create-repo {root}` or check the path."
+        ) from None
+
+
+def require_collection(butler: Butler, name: str) -> None:
+    """Raise `~lsst.skyframes.errors.NotFoundError` if a collection does not exist.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler of the repository.
+    name : `str`
+        Collection name.
+    """
+    try:
+        butler.collections.get_info(name)
+    except MissingCollectionError:
+        raise NotFoundError(
+            f"Collection {name!r} does not exist in this repository; `butler query-collections REPO` "
+            "lists the collections."
+        ) from None
 
 
 def calib_collection(instrument: str) -> str:

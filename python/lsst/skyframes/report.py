@@ -12,7 +12,7 @@ import numpy as np
 from lsst.daf.butler import Butler
 
 from .background import BackgroundList
-from .errors import NoDataError
+from .errors import NoDataError, UsageError
 from .plotting import plot_focal_plane, plot_panels
 from .repo import read_camera
 
@@ -164,7 +164,7 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
         arrays = {ref.dataId["detector"]: butler.get(ref).image.array.astype(np.float64) for ref in refs}
         plot_focal_plane(camera, [(name, arrays, "value", False)], path, title=title)
         return path
-    obj = butler.get(name, data_id, collections=collection)
+    obj = butler.get(_single_ref(butler, name, collection, data_id))
     if isinstance(obj, BackgroundList):
         image = obj.getImage()
         label = "background"
@@ -188,10 +188,39 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
     return path
 
 
+def _single_ref(butler: Butler, name: str, collection: str, data_id: dict[str, Any]) -> Any:
+    """Return the one ``name`` dataset matching a (possibly partial) data ID.
+
+    Raises
+    ------
+    lsst.skyframes.errors.NoDataError
+        Raised if none matches.
+    lsst.skyframes.errors.UsageError
+        Raised if several match: the message names the data ID keys that
+        tell them apart and some of their values.
+    """
+    refs = butler.query_datasets(name, collections=collection, data_id=data_id, explain=False, limit=None)
+    if not refs:
+        raise NoDataError(f"No {name!r} dataset matching {data_id} in {collection!r}.")
+    if len(refs) == 1:
+        return refs[0]
+    keys = sorted(
+        key for key in refs[0].dataId.required if len({ref.dataId.required[key] for ref in refs}) > 1
+    )
+    values = "; ".join(
+        f"{key}: {', '.join(str(v) for v in sorted({ref.dataId.required[key] for ref in refs})[:8])}"
+        for key in keys
+    )
+    raise UsageError(
+        f"{len(refs)} {name!r} datasets in {collection!r} match {data_id}; choose one with --data-id "
+        f"{' '.join(f'{key}=...' for key in keys)} ({values})."
+    )
+
+
 def _plot_components(butler: Butler, collection: str, data_id: dict[str, Any], path: str, title: str) -> str:
     """One panel per multi-component template: over the focal plane, or of one detector."""
     if "detector" in data_id:
-        templates = butler.get(COMPONENTS_DATASET, data_id, collections=collection)
+        templates = butler.get(_single_ref(butler, COMPONENTS_DATASET, collection, data_id))
         extent = _pixel_extent(templates[0][0].getImageBBox())
         panels = [
             (
