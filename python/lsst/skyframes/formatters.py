@@ -10,8 +10,9 @@ config, ``config/butler-seed.yaml``:
 - ``SkyCamera``: `lsst.skyframes.camera.Camera`, `CameraFormatter` (the YAML
   camera file).
 
-The python types are imported only when a dataset is read or written, so a
-repository works before every module exists.
+The FITS formatters resolve their python type from the storage class when a
+dataset is read (so this module does not import the background modules);
+`CameraFormatter` needs `~lsst.skyframes.camera.Camera` and imports it.
 """
 
 from __future__ import annotations
