@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackgroundFileError",
     "BoxMismatchError",
+    "InputNotFoundError",
     "MissingMetadataError",
     "NoDataError",
     "ProblemTooLargeError",
@@ -50,6 +51,10 @@ class MissingMetadataError(SkyFramesError, ValueError):
     """A header or metadata entry that the reader needs is absent or has the
     wrong type.
     """
+
+
+class InputNotFoundError(SkyFramesError, FileNotFoundError):
+    """A file or repository named as input does not exist."""
 
 
 class BackgroundFileError(SkyFramesError, OSError):
