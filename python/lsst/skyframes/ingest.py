@@ -547,7 +547,7 @@ def content_digest(image: MaskedImage) -> str:
     bbox = image.bbox
     digest.update(f"bbox {bbox.x.min} {bbox.y.min} {bbox.x.size} {bbox.y.size}\n".encode())
     for name, array in (("image", image.image.array), ("variance", image.variance.array)):
-        array = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
         digest.update(f"{name} {array.dtype.str}\n".encode())
         digest.update(memoryview(array).cast("B"))
     for name in sorted(image.mask.schema.names):

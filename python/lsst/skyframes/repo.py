@@ -411,8 +411,9 @@ def register_camera(butler: Butler, camera: Camera, *, run: str | None = None) -
         stored = butler.get(existing)
         if stored != camera:
             raise CameraConflictError(
-                f"Instrument {name!r} already has a different camera in {butler} (dataset {existing}); "
-                "give the new camera another instrument name or use another repository."
+                f"Instrument {name!r} already has a different camera in {_repo_label(butler)} (dataset "
+                f"{existing}): {_listed_differences(stored, camera)}; give the new camera another "
+                "instrument name or use another repository."
             )
     try:
         instrument.register(butler.registry)
@@ -477,6 +478,17 @@ def read_camera(butler: Butler, instrument: str, *, collections: str | list[str]
 _MAX_LISTED_DIFFERENCES = 4
 
 
+def _listed_differences(registered: Camera, given: Camera) -> str:
+    """Describe how ``given`` differs from ``registered`` in one line (the first few entries)."""
+    differences = registered.differences(given, labels=("registered", "given"))
+    if not differences:
+        return "the same entries in another order"
+    shown = "; ".join(differences[:_MAX_LISTED_DIFFERENCES])
+    if len(differences) > _MAX_LISTED_DIFFERENCES:
+        shown += f"; and {len(differences) - _MAX_LISTED_DIFFERENCES} more"
+    return shown
+
+
 def _repo_label(butler: Butler) -> str:
     """Return the repository's datastore root(s), to name the repository in messages."""
     roots = [str(root) for root in butler.get_datastore_roots().values() if root is not None]
@@ -519,13 +531,10 @@ def check_camera(
             f"register it first: skyframes register {repo} CAMERA.yaml "
             "(or lsst.skyframes.repo.register_camera)."
         ) from None
-    differences = registered.differences(camera, labels=("registered", "given"))
-    if differences:
-        shown = "; ".join(differences[:_MAX_LISTED_DIFFERENCES])
-        if len(differences) > _MAX_LISTED_DIFFERENCES:
-            shown += f"; and {len(differences) - _MAX_LISTED_DIFFERENCES} more"
+    if registered.differences(camera):
         raise CameraConflictError(
-            f"{source} differs from the camera registered for instrument {name!r} in {repo}: {shown}. "
+            f"{source} differs from the camera registered for instrument {name!r} in {repo}: "
+            f"{_listed_differences(registered, camera)}. "
             "Nothing was written. Use the camera the instrument was registered with; a changed camera "
             "needs its own instrument name (or another repository) and skyframes register."
         )
