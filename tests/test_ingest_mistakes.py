@@ -244,6 +244,7 @@ def test_replacement_that_fails_to_write_puts_the_old_dataset_back(env, monkeypa
     assert ref.id == old.id
     assert_same_planes(env.datasets()[(1000, 0)], first)
     assert env.datasets()[(1000, 0)].metadata[SOURCE_KEY] == str(first)
+    assert not [p for p in env.root.rglob("*") if ".skyframes-replacing-" in str(p)]
 
 
 def test_write_that_fails_leaves_neither_dataset_nor_records(env, monkeypatch):

@@ -55,15 +55,17 @@ Nothing is lost or half-written:
   constant, the background noise measured on the image itself, ``sigma**2``
   with ``sigma = 1.4826 * MAD(d) / sqrt(2)`` over the differences ``d`` of
   neighbouring pixels (along rows and columns) that are finite and carry no
-  mask bit;
-  differences cancel the smooth sky and the median absolute deviation ignores
-  stars and cosmic rays, so this is the pixel noise of the sky, which
-  dominates sky-frame inputs (it underestimates the variance on bright
-  objects, which sky frames mask anyway). Non-finite pixels get NaN variance.
+  mask bit (`background_noise`); differences cancel the smooth sky and the
+  median absolute deviation ignores stars and cosmic rays, so this is the
+  pixel noise of the sky, which dominates sky-frame inputs (it underestimates
+  the variance on bright objects, which sky frames mask anyway). Non-finite
+  pixels get NaN variance.
 - **Atomic.** Each file is written in one butler transaction: its RUN
   collection (registered with the first dataset written into it, so a failed
   ingest leaves no empty RUN collection), its exposure, day_obs, group and
-  visit records, and the dataset. A failure rolls all of them back.
+  visit records, and the dataset. A failure rolls all of them back. Only the
+  dataset type is registered beforehand (the registry cannot create its
+  tables inside a transaction), once a file has passed every check.
 
 Each stored dataset's metadata holds ``SKYFRAMES.SOURCE`` (the file's absolute
 path, or the ``source`` given to `ingest_image`) and ``SKYFRAMES.SHA256``;
@@ -82,6 +84,7 @@ __all__ = [
     "IngestReport",
     "ReplacedDataset",
     "UnusableImageError",
+    "background_noise",
     "content_digest",
     "define_visit_detectors",
     "estimate_variance",
