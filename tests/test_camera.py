@@ -290,3 +290,27 @@ def test_bad_instrument_name():
         Camera("Sky.Cam", detectors)
     with pytest.raises(CameraError, match="at most 32"):
         Camera("S" * 33, detectors)
+
+
+def test_differences_name_each_entry_and_ignore_order():
+    camera = make_synthetic_camera(n_x=2, n_y=1, size=32)
+    data = camera.to_json_dict()
+    data["detectors"][1]["bbox"]["height"] = 40
+    data["detectors"][1]["rotation_deg"] = 0.5
+    data["filters"][0]["band"] = "g"
+    del data["filters"][1]
+    data["detectors"].append(dict(data["detectors"][0], id=7, name="R07", centre_mm=[0.0, 50.0]))
+    data["detectors"].reverse()
+    edited = Camera.from_json_dict(data)
+    assert camera.differences(edited, labels=("registered", "given")) == [
+        "physical filter 'SkyCam-i': registered only",
+        "physical filter 'SkyCam-r' band: 'r' registered, 'g' given",
+        "detector 1 (R01) size: 32x32 px registered, 32x40 px given",
+        "detector 1 (R01) rotation_deg: 0.0 registered, 0.5 given",
+        "detector 7 (R07): given only",
+    ]
+    data = camera.to_json_dict()
+    data["detectors"].reverse()
+    data["filters"].reverse()
+    reordered = Camera.from_json_dict(data)
+    assert reordered != camera and camera.differences(reordered) == []

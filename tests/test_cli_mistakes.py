@@ -113,7 +113,7 @@ def test_missing_camera_file(built, capsys, tmp_path, argv):
     repo, _ = built
     missing = str(tmp_path / "camera.yaml")
     code, _, err = _run([a.format(root=repo.root, missing=missing) for a in argv], capsys)
-    assert code == 2 and f"Camera file {missing!r} does not exist" in err
+    assert code == 2 and f"Camera file {missing} does not exist" in err
 
 
 @pytest.mark.parametrize(

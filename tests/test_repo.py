@@ -168,8 +168,12 @@ def test_instrument_from_registry(butler, camera, tmp_path):
 
 def test_register_camera_conflict(butler, tmp_path):
     other = make_synthetic_camera(gap_px=32)
-    with pytest.raises(CameraConflictError, match="'SkyCam' already has a different camera"):
+    with pytest.raises(CameraConflictError, match="'SkyCam' already has a different camera") as info:
         register_camera(butler, other)
+    # The message says what differs: the detectors moved closer together.
+    assert "detector 0 (R00) centre_mm: (" in str(info.value) and "more; give the new camera" in str(
+        info.value
+    )
     # Another instrument name is fine.
     bigger = make_synthetic_camera(n_x=4, n_y=3, name="Other")
     register_camera(butler, bigger)

@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from .errors import SkyFramesError
+from .errors import InputNotFoundError, SkyFramesError
 
 CAMERA_SCHEMA_VERSION = 1
 """The camera file schema version this module reads and writes."""
@@ -539,6 +539,61 @@ class Camera:
             float(corners[:, 1].max()),
         )
 
+    def differences(self, other: Camera, labels: tuple[str, str] = ("this", "other")) -> list[str]:
+        """List what differs between this camera and another, entry by entry.
+
+        Parameters
+        ----------
+        other : `Camera`
+            The camera to compare with.
+        labels : `tuple` [`str`, `str`], optional
+            What to call this camera and ``other`` in the descriptions
+            (e.g. ``("registered", "given")``).
+
+        Returns
+        -------
+        differences : `list` [`str`]
+            One description per differing entry (instrument name, default
+            pixel size, a filter or its band, a detector present in one only,
+            a detector's name, size, centre, pixel size, rotation, type or
+            purpose), e.g. ``"detector 0 (R00) size: 64x64 px registered,
+            64x80 px given"``. Empty if the cameras hold the same entries; the
+            order of the detectors and filters is not compared.
+        """
+        mine, theirs = labels
+
+        def pair(a: Any, b: Any) -> str:
+            return f"{a} {mine}, {b} {theirs}"
+
+        found = []
+        if self.instrument != other.instrument:
+            found.append(f"instrument: {pair(repr(self.instrument), repr(other.instrument))}")
+        if self.pixel_size_mm != other.pixel_size_mm:
+            found.append(f"default pixel_size_mm: {pair(self.pixel_size_mm, other.pixel_size_mm)}")
+        bands, other_bands = self._bands, other._bands
+        for name in sorted(bands.keys() | other_bands.keys()):
+            if name not in other_bands:
+                found.append(f"physical filter {name!r}: {mine} only")
+            elif name not in bands:
+                found.append(f"physical filter {name!r}: {theirs} only")
+            elif bands[name] != other_bands[name]:
+                found.append(
+                    f"physical filter {name!r} band: {pair(repr(bands[name]), repr(other_bands[name]))}"
+                )
+        for detector_id in sorted(self._by_id.keys() | other._by_id.keys()):
+            a, b = self._by_id.get(detector_id), other._by_id.get(detector_id)
+            if a is None or b is None:
+                present = b if a is None else a
+                found.append(f"detector {detector_id} ({present.name}): {theirs if a is None else mine} only")
+                continue
+            label = f"detector {detector_id} ({a.name})"
+            if (a.width, a.height) != (b.width, b.height):
+                found.append(f"{label} size: {pair(f'{a.width}x{a.height} px', f'{b.width}x{b.height} px')}")
+            for attr in ("name", "centre_mm", "pixel_size_mm", "rotation_deg", "physical_type", "purpose"):
+                if getattr(a, attr) != getattr(b, attr):
+                    found.append(f"{label} {attr}: {pair(getattr(a, attr), getattr(b, attr))}")
+        return found
+
     # --- Serialisation ------------------------------------------------------
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -674,13 +729,19 @@ class Camera:
 
         Raises
         ------
-        FileNotFoundError
-            Raised if the file does not exist.
+        lsst.skyframes.errors.InputNotFoundError
+            Raised if the file does not exist (a `FileNotFoundError`).
         CameraError
             Raised if the file is not UTF-8 text, not YAML or not a valid
             camera description; the message names the file and the entry.
         """
         path = os.fspath(path)
+        if not os.path.isfile(path):
+            what = "is a directory" if os.path.isdir(path) else "does not exist"
+            raise InputNotFoundError(
+                f"Camera file {path} {what}; pass the camera's YAML description (see lsst.skyframes.camera; "
+                "Camera.to_yaml writes one)."
+            )
         with open(path, encoding="utf-8") as stream:
             try:
                 data = yaml.safe_load(stream)

@@ -25,22 +25,11 @@ def _create_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_camera(path: str):
-    from .camera import Camera
-    from .errors import NotFoundError
-
-    try:
-        return Camera.from_yaml(path)
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"Camera file {path!r} does not exist; give the camera YAML (see tests/data/camera.yaml)."
-        ) from None
-
-
 def _register(args: argparse.Namespace) -> int:
+    from .camera import Camera
     from .repo import calib_collection, create_repo, register_camera
 
-    camera = _read_camera(args.camera)
+    camera = Camera.from_yaml(args.camera)
     butler = create_repo(args.repo) if args.create else _open(args.repo)
     register_camera(butler, camera)
     print(
@@ -57,15 +46,22 @@ def _open(repo: str, writeable: bool = True):
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from .camera import Camera
     from .ingest import HeaderKeys, ingest_files
+    from .repo import check_camera
 
-    camera = _read_camera(args.camera)
+    camera = Camera.from_yaml(args.camera)
+    butler = _open(args.repo)
+    # Before anything is written: the images are checked against this camera.
+    check_camera(butler, camera, source=f"Camera file {args.camera}", repo=args.repo)
     keys = HeaderKeys(
         exposure=args.key_exposure,
         detector=args.key_detector,
         physical_filter=args.key_filter,
         obs_start=args.key_date,
         exposure_time=args.key_exptime,
+        gain=args.key_gain,
+        read_noise=args.key_read_noise,
     )
     total = len(args.files)
     count = 0
@@ -77,7 +73,7 @@ def _ingest(args: argparse.Namespace) -> int:
             print(f"  {count}/{total} files", flush=True)
 
     report = ingest_files(
-        _open(args.repo),
+        butler,
         camera,
         args.files,
         run=args.run,
@@ -86,7 +82,10 @@ def _ingest(args: argparse.Namespace) -> int:
         keys=keys,
         progress=progress,
         per_visit=args.visit_images,
+        replace=args.replace,
     )
+    for path, replaced in report.replaced.items():
+        print(f"REPLACED {replaced} with {path}")
     for path, reason in report.failed.items():
         print(f"FAILED {path}: {reason}", file=sys.stderr)
     print(f"Ingest into {args.run!r}: {report.summary()}")
@@ -178,7 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--create", action="store_true", help="Create the repository first if needed.")
     register.set_defaults(func=_register)
 
-    ingest = commands.add_parser("ingest", help="Ingest processed single-detector images.")
+    ingest = commands.add_parser(
+        "ingest",
+        help="Ingest processed single-detector images.",
+        description=(
+            "Ingest processed single-detector images, one dataset per file. A file whose data ID is "
+            "already in the RUN collection is skipped if its image, mask and variance are identical, "
+            "refused otherwise (naming both files) unless --replace is given. A file that contradicts "
+            "an exposure already defined (start time, filter, exposure time), or has no usable pixel "
+            "(all NaN, or all masked BAD, SAT or NO_DATA) is refused; the other files go on. --camera "
+            "must equal the registered camera. Each file lands whole (dataset, exposure and visit "
+            "records) or not at all. Files without a VARIANCE HDU get an estimated variance, with a "
+            "warning: max(image, 0)/gain + (read noise/gain)^2 (ADU^2) where the gain key (e-/ADU) is in "
+            "the header (read noise in e-, 0 without its key), otherwise a constant: the square of the "
+            "background noise measured on the image (1.4826 x MAD of neighbouring-pixel differences / "
+            "sqrt 2, masked pixels left out). Exit code 1 if any file failed, 2 if nothing could start."
+        ),
+    )
     ingest.add_argument("repo", help="Repository root.")
     ingest.add_argument("files", nargs="+", help="FITS files (plain, or written by lsst.images).")
     ingest.add_argument("--camera", required=True, help="Camera description (YAML).")
@@ -203,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--key-exptime", default="EXPTIME", help="Header key of the exposure time, s (EXPTIME)."
+    )
+    ingest.add_argument(
+        "--key-gain",
+        default="GAIN",
+        help="Header key of the gain, e-/ADU, for files without a VARIANCE HDU (GAIN).",
+    )
+    ingest.add_argument(
+        "--key-read-noise",
+        default="RDNOISE",
+        help="Header key of the read noise, e-, for files without a VARIANCE HDU (RDNOISE).",
+    )
+    ingest.add_argument(
+        "--replace",
+        action="store_true",
+        help="Replace a dataset already in the RUN collection whose content differs (same data ID); "
+        "the new dataset records the replaced one's id and source.",
     )
     ingest.set_defaults(func=_ingest)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackgroundFileError",
     "BoxMismatchError",
+    "InputNotFoundError",
     "MissingMetadataError",
     "NoDataError",
     "NotFoundError",
@@ -55,6 +56,10 @@ class MissingMetadataError(SkyFramesError, ValueError):
     """
 
 
+class InputNotFoundError(SkyFramesError, FileNotFoundError):
+    """A file or repository named as input does not exist."""
+
+
 class BackgroundFileError(SkyFramesError, OSError):
     """A background file is missing, truncated, corrupt or not in the
     BackgroundList layout.
@@ -68,8 +73,9 @@ class ProblemTooLargeError(SkyFramesError, MemoryError):
 
 
 class NotFoundError(SkyFramesError, LookupError):
-    """A repository, collection, file or dataset that the caller named does
-    not exist; the message says how to list what does.
+    """A collection that the caller named does not exist in the repository;
+    the message says how to list those that do. (A missing file or
+    repository is an `InputNotFoundError`.)
     """
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "RepoConfigError",
     "calib_collection",
     "camera_dataset_type",
+    "check_camera",
     "create_repo",
     "day_obs_timespan",
     "insert_exposure",
@@ -62,7 +63,7 @@ from lsst.resources import ResourcePath, ResourcePathExpression
 from lsst.utils.db_auth import DbAuthError
 
 from .camera import Camera
-from .errors import NotFoundError, SkyFramesError
+from .errors import InputNotFoundError, NotFoundError, SkyFramesError
 from .instrument import EXPOSURE_MAX, ONE_TO_ONE_VISIT_SYSTEM, SkyFramesInstrument
 
 CAMERA_DATASET_TYPE = "camera"
@@ -231,15 +232,15 @@ def open_repo(root: ResourcePathExpression, *, writeable: bool = False) -> Butle
 
     Raises
     ------
-    lsst.skyframes.errors.NotFoundError
+    lsst.skyframes.errors.InputNotFoundError
         Raised if there is no repository at ``root``.
     """
     try:
         return Butler.from_config(root, writeable=writeable)
     except FileNotFoundError:
-        raise NotFoundError(
-            f"No butler repository at {str(root)!r} (no butler.yaml there); create one with "
-            f"`skyframes create-repo {root}` or check the path."
+        raise InputNotFoundError(
+            f"No butler repository at {root} (no butler.yaml there); create one with "
+            f"'skyframes create-repo {root}' (or 'skyframes register --create {root} CAMERA.yaml')."
         ) from None
 
 
@@ -459,8 +460,9 @@ def register_camera(butler: Butler, camera: Camera, *, run: str | None = None) -
         stored = butler.get(existing)
         if stored != camera:
             raise CameraConflictError(
-                f"Instrument {name!r} already has a different camera in {butler} (dataset {existing}); "
-                "give the new camera another instrument name or use another repository."
+                f"Instrument {name!r} already has a different camera in {_repo_label(butler)} (dataset "
+                f"{existing}): {_listed_differences(stored, camera)}; give the new camera another "
+                "instrument name or use another repository."
             )
     try:
         instrument.register(butler.registry)
@@ -519,6 +521,72 @@ def read_camera(butler: Butler, instrument: str, *, collections: str | list[str]
             f"No camera for instrument {instrument!r} in {collections!r}; run register_camera first."
         )
     return butler.get(ref)
+
+
+# At most this many differences are listed in a camera-mismatch message, which stays one line.
+_MAX_LISTED_DIFFERENCES = 4
+
+
+def _listed_differences(registered: Camera, given: Camera) -> str:
+    """Describe how ``given`` differs from ``registered`` in one line (the first few entries)."""
+    differences = registered.differences(given, labels=("registered", "given"))
+    if not differences:
+        return "the same entries in another order"
+    shown = "; ".join(differences[:_MAX_LISTED_DIFFERENCES])
+    if len(differences) > _MAX_LISTED_DIFFERENCES:
+        shown += f"; and {len(differences) - _MAX_LISTED_DIFFERENCES} more"
+    return shown
+
+
+def _repo_label(butler: Butler) -> str:
+    """Return the repository's datastore root(s), to name the repository in messages."""
+    roots = [str(root) for root in butler.get_datastore_roots().values() if root is not None]
+    return ", ".join(roots) if roots else str(butler)
+
+
+def check_camera(
+    butler: Butler, camera: Camera, *, source: str = "The given camera", repo: str | None = None
+) -> None:
+    """Check that a camera is the one registered for its instrument.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Butler for the repository.
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera to check, e.g. read from a file given to an ingest.
+    source : `str`, optional
+        What to call ``camera`` in messages (e.g. its file).
+    repo : `str`, optional
+        What to call the repository in messages; default its datastore root.
+
+    Raises
+    ------
+    NotRegisteredError
+        Raised if no camera is registered for the instrument; the message says
+        to run ``skyframes register``.
+    CameraConflictError
+        Raised if the registered camera differs in any entry (detector sizes,
+        positions, names, filters...; the order of detectors and filters is
+        not compared); the message lists the first differences and the fix.
+    """
+    name = camera.instrument
+    repo = repo if repo is not None else _repo_label(butler)
+    try:
+        registered = read_camera(butler, name)
+    except NotRegisteredError:
+        raise NotRegisteredError(
+            f"Instrument {name!r} is not registered in {repo} (no camera in {calib_collection(name)!r}); "
+            f"register it first: skyframes register {repo} CAMERA.yaml "
+            "(or lsst.skyframes.repo.register_camera)."
+        ) from None
+    if registered.differences(camera):
+        raise CameraConflictError(
+            f"{source} differs from the camera registered for instrument {name!r} in {repo}: "
+            f"{_listed_differences(registered, camera)}. "
+            "Nothing was written. Use the camera the instrument was registered with; a changed camera "
+            "needs its own instrument name (or another repository) and skyframes register."
+        )
 
 
 def day_obs_timespan(day_obs: int) -> Timespan:
