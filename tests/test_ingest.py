@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import astropy.time
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -108,3 +109,29 @@ def test_visit_images_are_stored_per_visit(setup):
         "visit_detector_region", instrument=camera.instrument, visit=plans[0].exposure_id
     )
     assert {record.detector for record in regions} == {0, 1}
+
+
+@pytest.mark.parametrize(("timesys", "offset_s"), [(None, 0.0), ("UTC", 0.0), ("TAI", -37.0)])
+def test_start_time_is_read_in_the_headers_time_scale(setup, timesys, offset_s):
+    """DATE-OBS is UTC unless TIMESYS says otherwise; TAI runs 37 s ahead of UTC in 2026."""
+    camera, butler, plans, _, tmp_path = setup
+    header = exposure_header(camera[0], plans[0])
+    if timesys is not None:
+        header["TIMESYS"] = timesys
+    path = tmp_path / "timed.fits"
+    write_processed_fits(path, simulate_detector(camera[0], plans[0], seed=3).image, header)
+    assert not ingest_files(butler, camera, [str(path)], run="timed").failed
+    (record,) = butler.query_dimension_records(
+        "exposure", instrument=camera.instrument, exposure=plans[0].exposure_id
+    )
+    as_utc = astropy.time.Time(plans[0].obs_start, scale="utc")
+    assert (record.timespan.begin - as_utc).to_value("s") == pytest.approx(offset_s, abs=1e-3)
+
+
+def test_unknown_time_scale_is_refused(setup):
+    camera, butler, plans, _, tmp_path = setup
+    header = exposure_header(camera[0], plans[0]) | {"TIMESYS": "GPS"}
+    path = tmp_path / "gps.fits"
+    write_processed_fits(path, simulate_detector(camera[0], plans[0], seed=3).image, header)
+    report = ingest_files(butler, camera, [str(path)], run="timed")
+    assert "TIMESYS = 'GPS'" in report.failed[str(path)]

@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--key-filter", default="FILTER", help="Header key of the physical filter (FILTER).")
     ingest.add_argument(
-        "--key-date", default="DATE-OBS", help="Header key of the start time, ISO UTC (DATE-OBS)."
+        "--key-date",
+        default="DATE-OBS",
+        help="Header key of the start time, ISO 8601 in the header's TIMESYS, UTC if absent (DATE-OBS).",
     )
     ingest.add_argument(
         "--key-exptime", default="EXPTIME", help="Header key of the exposure time, s (EXPTIME)."

@@ -15,7 +15,8 @@ Accepted files:
 
 Header keys (configurable with `HeaderKeys`; defaults in brackets): exposure
 id [``EXPID``], detector id [``DETECTOR``], physical filter [``FILTER``],
-observation start, ISO 8601 UTC [``DATE-OBS``], exposure time in seconds
+observation start, ISO 8601 in the header's ``TIMESYS`` (UTC, TAI or TT; UTC
+where absent, the FITS default) [``DATE-OBS``], exposure time in seconds
 [``EXPTIME``]; for files without a ``VARIANCE`` HDU only, the gain in e-/ADU
 [``GAIN``] and the read noise in electrons [``RDNOISE``], both optional.
 
@@ -561,6 +562,21 @@ def content_digest(image: MaskedImage) -> str:
     return digest.hexdigest()
 
 
+# FITS time scales (TIMESYS) that astropy reads as they are; the butler stores TAI.
+_TIME_SCALES = {"UTC": "utc", "TAI": "tai", "TT": "tt"}
+
+
+def _time_scale(header: Mapping[str, Any], source: str) -> str:
+    """Return the astropy scale of the header's times: its ``TIMESYS``, UTC if absent."""
+    timesys = str(header.get("TIMESYS", "UTC")).strip().upper()
+    if timesys not in _TIME_SCALES:
+        raise MissingMetadataError(
+            f"{source}: TIMESYS = {timesys!r} is not a time scale ingest reads ({', '.join(_TIME_SCALES)}); "
+            "convert DATE-OBS to one of them."
+        )
+    return _TIME_SCALES[timesys]
+
+
 def _header_value(header: Mapping[str, Any], key: str, convert: Any, path: str, what: str) -> Any:
     if key not in header:
         raise MissingMetadataError(f"{path}: header key {key!r} ({what}) is missing.")
@@ -819,8 +835,9 @@ def ingest_image(
     exposure = _header_value(header, keys.exposure, int, source, "exposure id")
     detector = _header_value(header, keys.detector, int, source, "detector id")
     physical_filter = _header_value(header, keys.physical_filter, str, source, "physical filter")
+    scale = _time_scale(header, source)
     obs_start = _header_value(
-        header, keys.obs_start, lambda v: astropy.time.Time(v, scale="utc"), source, "observation start"
+        header, keys.obs_start, lambda v: astropy.time.Time(v, scale=scale), source, "observation start"
     )
     exposure_time = _header_value(header, keys.exposure_time, float, source, "exposure time")
     if detector not in camera.detector_ids:
