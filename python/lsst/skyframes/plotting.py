@@ -100,11 +100,18 @@ def plot_focal_plane(
     )
     for ax, (name, arrays, label, centred) in zip(axes[0], panels, strict=True):
         finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()] or [np.zeros(1)])
+        if finite.size == 0:
+            # Nothing finite to draw (e.g. the noise of a sky frame from one input): blank panel.
+            finite = np.zeros(1)
+            name = f"{name} (no finite values)"
         if centred:
             limit = float(np.percentile(np.abs(finite), 99.5)) or 1.0
             norm = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
         else:
             low, high = np.percentile(finite, [0.5, 99.5])
+            if not high > low:
+                # A constant panel (e.g. residuals of a one-input sky frame): one colour.
+                low, high = low - (abs(low) or 1.0), high + (abs(high) or 1.0)
             norm = {"cmap": "viridis", "vmin": float(low), "vmax": float(high)}
         mesh = None
         for detector_id, array in arrays.items():
