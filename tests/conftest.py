@@ -19,14 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
+from lsst.images import MaskedImage
 
-from lsst.skyframes.camera import Camera, make_synthetic_camera
+from lsst.skyframes.camera import Camera, DetectorGeometry, make_synthetic_camera
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector
@@ -54,6 +55,13 @@ def tool_env() -> dict[str, str]:
     """Environment for subprocesses: the test interpreter's scripts first on PATH."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return dict(os.environ, PATH=path, PYTHONUNBUFFERED="1", SKYFRAMES_DIR=str(ROOT))
+
+
+def run_tool(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the console script ``name`` (see `tool`) with ``args``, capturing its output as text."""
+    return subprocess.run(
+        [tool(name), *args], capture_output=True, text=True, env=tool_env(), timeout=timeout
+    )
 
 
 def check(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
@@ -372,14 +380,24 @@ def simulate_inputs(camera: Camera, plans: Sequence[ExposurePlan]):
 
 
 def make_synthetic_repo(
-    root: Path | str, *, db_url: str | None = None, n_exposures: int = N_EXPOSURES
+    root: Path | str,
+    *,
+    db_url: str | None = None,
+    n_exposures: int = N_EXPOSURES,
+    edit: Callable[[DetectorGeometry, ExposurePlan, MaskedImage], None] | None = None,
 ) -> SyntheticRepo:
-    """Create a repository, register a 2x2 camera and ingest simulated inputs into ``raw``."""
+    """Create a repository, register a 2x2 camera and ingest simulated inputs into ``raw``.
+
+    ``edit(detector, plan, image)``, if given, may change each image in place before it is
+    ingested (e.g. to spoil one exposure).
+    """
     camera = make_synthetic_camera(n_x=2, n_y=2, size=DETECTOR_SIZE, gap_px=16)
     plans = plan_exposures(n_exposures, camera.physical_filters[0], seed=SEED)
     butler = create_repo(str(root), db_url=db_url)
     register_camera(butler, camera)
     for detector, plan, image in simulate_inputs(camera, plans):
+        if edit is not None:
+            edit(detector, plan, image)
         ingest_image(
             butler,
             camera,

@@ -86,8 +86,7 @@ def repo(tmp_path_factory):
     inputs = f"raw,{calib_collection(camera.instrument)}"
     result = _run(
         ["-b", root, "-i", inputs, "-o", "skybuild", "-p", str(BUILD), "--register-dataset-types"]
-        + ["-c", "cpSkySubtractBackground:sky.background.xBinSize=8"]
-        + ["-c", "cpSkySubtractBackground:sky.background.yBinSize=8"]
+        + ["-c", "parameters:xBinSize=8", "-c", "parameters:yBinSize=8"]
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     butler = Butler.from_config(root, writeable=True)

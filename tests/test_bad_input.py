@@ -19,7 +19,14 @@ from lsst.images import Box, Image, MaskedImage
 from lsst.pex.config import FieldValidationError
 
 from lsst.skyframes import BackgroundList, SkyMeasurementConfig, SkyMeasurementTask
-from lsst.skyframes.build import CpSkyImageConfig, CpSkyScaleMeasureTask
+from lsst.skyframes.build import (
+    CpSkyCombineConfig,
+    CpSkyCombineTask,
+    CpSkyImageConfig,
+    CpSkyImageTask,
+    CpSkyScaleMeasureTask,
+    CpSkySubtractBackgroundTask,
+)
 from lsst.skyframes.camera import Camera, CameraError, make_synthetic_camera
 from lsst.skyframes.errors import (
     BackgroundFileError,
@@ -38,6 +45,7 @@ from lsst.skyframes.ingest import (
 )
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.repo import create_repo, register_camera
+from lsst.skyframes.report import format_quality_table
 
 # A reader may use this much memory on top of the file's own size (astropy's header parsing,
 # the result's small arrays); a header claiming gigabytes must not make it allocate them.
@@ -502,8 +510,130 @@ def test_scale_measure_refuses_non_positive_sky_level(level, message):
 
 def test_scale_measure_of_empty_backgrounds():
     empty = FocalPlaneBackground(focal_plane_config(), (4, 3), (-1.0, -1.0))
-    with pytest.raises(NoDataError, match="No focal-plane background bin is good"):
-        CpSkyScaleMeasureTask().run([empty])
+    # The cause (no usable pixel at all), not a hint about bin sizes.
+    with pytest.raises(NoDataError, match="none of the exposure's 2 detector.s. has a usable pixel"):
+        CpSkyScaleMeasureTask().run([empty, empty.clone()])
+
+
+# --- One bad exposure in a build (the pipeline side: test_bad_exposure.py) ---------------------------
+
+
+def _combine_task(min_exposures: int = 1):
+    config = CpSkyCombineConfig()
+    config.minExposures = min_exposures
+    config.sky.background.xBinSize = config.sky.background.yBinSize = 16  # measurement_task()'s bins
+    return CpSkyCombineTask(config=config)
+
+
+def _residuals(n: int, seed: int = 9) -> list[BackgroundList]:
+    task = measurement_task()
+    return [task.measureBackground(sky_like(level=0.0, seed=seed + i)) for i in range(n)]
+
+
+def test_all_nan_detector_is_not_masked_and_adds_nothing(caplog):
+    camera = make_synthetic_camera(n_x=1, n_y=1, size=64, gap_px=0)
+    detector = next(iter(camera))
+    image = masked(np.full((64, 64), np.nan))
+    with caplog.at_level("WARNING"):
+        result = CpSkyImageTask().run(
+            image, camera, detector, where="exposure 7 (physical_filter X) detector 0"
+        )
+    assert "exposure 7 (physical_filter X) detector 0 has no usable pixel" in caplog.text
+    assert np.isnan(result.maskedExp.image.array).all()
+    assert not result.maskedBkg.numbers.any() and not result.maskedBkg.values.any()
+
+
+def test_combine_refuses_fewer_than_min_exposures_naming_the_count():
+    dropped = [{"exposure": 5, "reason": "cpSkyScaleMeasure: no usable pixel"}]
+    with pytest.raises(NoDataError) as caught:
+        _combine_task(min_exposures=3).run(_residuals(2), [1, 2], dropped=dropped, detectorId=4)
+    message = str(caught.value)
+    assert "sky frame of detector 4 would be built from 2 exposure(s)" in message
+    assert (
+        "0 rejected, 1 dropped before the combination: exposure 5: cpSkyScaleMeasure: no usable pixel"
+        in message
+    )
+    assert "fewer than minExposures = 3" in message and "lower cpSkyCombine:minExposures" in message
+
+
+def test_combine_of_nothing_but_dropped_exposures_says_why():
+    dropped = [{"exposure": e, "reason": "cpSkyScaleMeasure: sky level is 0.0"} for e in (5, 6)]
+    with pytest.raises(NoDataError, match=r"from 0 exposure\(s\) \(0 rejected, 2 dropped.*exposure 6: cpSky"):
+        _combine_task().run([], [], dropped=dropped)
+
+
+@pytest.mark.parametrize("n_inputs, warned", [(1, True), (2, True), (3, False)])
+def test_combine_warns_below_three_inputs(caplog, n_inputs, warned):
+    inputs = _residuals(n_inputs)
+    with caplog.at_level("WARNING"):
+        result = _combine_task().run(inputs, list(range(n_inputs)))
+    assert (f"is built from {n_inputs} input(s): with fewer than 3" in caplog.text) == warned
+    # Truth for one input: the frame is that input's bins.
+    if n_inputs == 1:
+        stats = inputs[0][0][0].getStatsImage().image.array
+        assert np.array_equal(result.outputCalib.image.array, stats)
+    assert result.outputQuality["n_inputs_used"] == n_inputs
+
+
+def test_subtract_background_refuses_a_dropped_exposure():
+    camera = make_synthetic_camera(n_x=1, n_y=1, size=64, gap_px=0)
+    detector = next(iter(camera))
+    dropped = {"scale": None, "nDetectors": 1, "dropped": "cpSkyScaleMeasure: no usable pixel"}
+    with pytest.raises(
+        NoDataError, match="cpSkyScaleMeasure dropped this exposure .cpSkyScaleMeasure: no usable"
+    ):
+        CpSkySubtractBackgroundTask().run(sky_like(), focal_plane(1.0), dropped, detector)
+    with pytest.raises(NoDataError, match="sky level .cpSkyExpScale. is None"):
+        CpSkySubtractBackgroundTask().run(sky_like(), focal_plane(1.0), {"scale": None}, detector)
+
+
+def _report(used, rejected=(), dropped=(), noise=1e-3, **extra):
+    return {
+        "schema_version": 3,
+        "n_inputs_used": len(used),
+        "inputs_used": list(used),
+        "inputs_rejected": [{"exposure": e, "reason": r} for e, r in rejected],
+        "inputs_dropped": [{"exposure": e, "reason": r} for e, r in dropped],
+        "nan_filled_fraction": 0.0,
+        "noise_median": noise,
+        "residual_rms": {str(e): 0.0 if len(used) == 1 else 2e-3 for e in used},
+        **extra,
+    }
+
+
+def test_report_table_of_every_case():
+    """One input, rejected and dropped inputs, a schema-2 report, K > 1 templates: one table."""
+    drop = (1001, "cpSkyScaleMeasure: no usable pixel")
+    rows = [
+        ({"physical_filter": "r", "detector": 0}, _report([1000], noise=None)),
+        (
+            {"physical_filter": "r", "detector": 1},
+            _report([1000, 1002, 1003], [(1004, "no finite bin")], [drop]),
+        ),
+        ({"physical_filter": "r", "detector": 2}, _report([1000, 1002, 1003, 1004], dropped=[drop])),
+        ({"physical_filter": "g", "detector": 0}, {**_report([1, 2, 3]), "schema_version": 2}),
+        (
+            {"physical_filter": "i", "detector": 0},
+            _report(
+                [1, 2, 3],
+                n_components=2,
+                variance_explained=[0.9, 0.05],
+                model_residual_rms={"1": 1e-3, "2": 1e-3, "3": 1e-3},
+            ),
+        ),
+    ]
+    del rows[3][1]["inputs_dropped"]  # schema 2 had no such field
+    lines = format_quality_table(rows).splitlines()
+    table = {(line.split()[0], line.split()[1]): line.split() for line in lines[2:7]}
+    assert table[("r", "0")][2:5] == ["1", "0", "0"] and table[("r", "0")][6] == "nan"
+    assert table[("r", "1")][2:5] == ["3", "1", "1"]
+    assert table[("g", "0")][2:5] == ["3", "0", "0"]
+    assert table[("i", "0")][-4:] == ["2", "1.000e-03", "9.00e-01", "5.00e-02"]
+    text = "\n".join(lines)
+    assert "r exposure 1001, dropped before the combination (detectors 1, 2): cpSkyScaleMeasure" in text
+    assert "r exposure 1004, rejected (detector 1): no finite bin" in text
+    # Only the one-input frame is flagged; 3 inputs are enough to clip.
+    assert text.split("Built from fewer than 3 inputs")[1].splitlines()[1:] == ["  r detector 0: 1 input"]
 
 
 # --- Configuration ----------------------------------------------------------------------------------

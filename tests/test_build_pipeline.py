@@ -129,9 +129,9 @@ def test_quality_reports_and_figures(built, tmp_path):
             physical_filter=plans[0].physical_filter,
             collections="skybuild",
         )
-        assert report["schema_version"] == 2
+        assert report["schema_version"] == 3
         assert sorted(report["inputs_used"]) == [plan.exposure_id for plan in plans]
-        assert report["inputs_rejected"] == []
+        assert report["inputs_rejected"] == [] and report["inputs_dropped"] == []
         assert 0.0 <= report["nan_filled_fraction"] < 0.05
         # The combination's own error should be of the order of the Poisson expectation
         # (10 exposures of ~1000-2500 e-/px, ~600 good pixels per 32-px bin): ~3e-4.

@@ -20,6 +20,7 @@ from lsst.images import Image, MaskedImage
 from lsst.pex.config import FieldValidationError
 
 from lsst.skyframes.build import (
+    CpSkyCombineConfig,
     CpSkyCombineTask,
     CpSkyImageConfig,
     CpSkyImageTask,
@@ -81,7 +82,7 @@ def frames() -> Frames:
                     masked[detector.id], merged.outputBkg, merged.outputScale, detector
                 ).outputBkg
             )
-    combine = CpSkyCombineTask()
+    combine = CpSkyCombineTask(config=CpSkyCombineConfig(sky=subtract_config.sky))
     skies = {d: combine.run(residuals[d]).outputCalib for d in camera.detector_ids}
     focal_plane = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
     return Frames(camera, skies, focal_plane)

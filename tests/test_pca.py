@@ -254,13 +254,20 @@ def test_too_few_exposures():
 
 def test_cp_sky_combine_components(two_pattern_training):
     """cpSkyCombine with nComponents: one focal-plane quantum, `sky` unchanged, K templates, report."""
-    from lsst.skyframes.build import CpSkyCombineConfig, CpSkyCombineConnections, CpSkyCombineTask
+    from lsst.skyframes.build import (
+        MISSING_INPUT_REASON,
+        CpSkyCombineConfig,
+        CpSkyCombineConnections,
+        CpSkyCombineTask,
+    )
 
     default = CpSkyCombineConnections(config=CpSkyCombineConfig())
     assert set(default.dimensions) == {"instrument", "physical_filter", "detector"}
     assert "outputComponents" not in default.outputs
     config = CpSkyCombineConfig()
     config.nComponents = 2
+    # The bins the training backgrounds were measured with (checked at run time).
+    config.sky = sky_config()
     connections = CpSkyCombineConnections(config=config)
     assert set(connections.dimensions) == {"instrument", "physical_filter"}
     assert connections.outputCalib.multiple and connections.outputComponents.multiple
@@ -269,8 +276,11 @@ def test_cp_sky_combine_components(two_pattern_training):
     ids = [100 + i for i in range(N_TRAIN)]
     backgrounds = {det: list(bgs) for det, bgs in two_pattern_training.items()}
     backgrounds[2][4] = None  # exposure 104 lacks detector 2
-    result = CpSkyCombineTask(config=config).runComponents(backgrounds, ids)
-    single = CpSkyCombineTask(config=CpSkyCombineConfig())
+    dropped = [{"exposure": 99, "reason": "cpSkyScaleMeasure: no usable pixel"}]
+    result = CpSkyCombineTask(config=config).runComponents(backgrounds, ids, dropped=dropped)
+    single_config = CpSkyCombineConfig()
+    single_config.sky = sky_config()
+    single = CpSkyCombineTask(config=single_config)
     for det in DETECTORS:
         present = [(e, bg) for e, bg in zip(ids, backgrounds[det], strict=True) if bg is not None]
         reference = single.run([bg for _, bg in present], [e for e, _ in present]).outputCalib
@@ -281,6 +291,9 @@ def test_cp_sky_combine_components(two_pattern_training):
         np.testing.assert_array_equal(templates[0][0].getStatsImage().image.array, reference.image.array)
         report = result.outputQuality[det]
         assert report["inputs_used"] == [e for e, _ in present]
+        # Dropped upstream: listed for every detector; detector 2 also lacks exposure 104.
+        missing = [{"exposure": 104, "reason": MISSING_INPUT_REASON}] if det == 2 else []
+        assert report["inputs_dropped"] == dropped + missing
         assert len(report["variance_explained"]) == 2 and len(report["coefficients"]) == len(present)
         # Each input's residual from its own two-component model is far below
         # its residual from the mean frame: the second pattern is modelled.

@@ -75,8 +75,8 @@ def repo(tmp_path_factory):
                 butler, camera, exposure.image, exposure_header(detector, plan), source="sim", run="raw"
             )
     inputs = ["-i", f"raw,{calib_collection(camera.instrument)}"]
-    bins = ["-c", f"cpSkySubtractBackground:sky.background.xBinSize={BIN}"]
-    bins += ["-c", f"cpSkySubtractBackground:sky.background.yBinSize={BIN}"]
+    # The bins of the residuals, set once for the steps that make and combine them.
+    bins = ["-c", f"parameters:xBinSize={BIN}", "-c", f"parameters:yBinSize={BIN}"]
     check(
         _run(
             "pipetask",
@@ -101,7 +101,7 @@ def repo(tmp_path_factory):
         _run(
             "pipetask",
             ["run", "-b", root, "-i", "pca2", "-o", "single", "-p", f"{BUILD}#step3"]
-            + ["--register-dataset-types"],
+            + ["--register-dataset-types", *bins],
         ),
         "pipetask run BuildSkyFrame#step3",
     )

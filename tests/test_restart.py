@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from lsst.daf.butler import Butler, MissingDatasetTypeError
 from lsst.daf.butler.registry import MissingCollectionError
@@ -18,6 +19,7 @@ from conftest import (
     assert_identical_frames,
     check,
     read_every_dataset,
+    run_tool,
     simulate_inputs,
     sky_frames,
 )
@@ -101,19 +103,30 @@ def corrupted(reference_build):
     return repo, plans, bad, path
 
 
-def test_one_corrupted_input_fails_alone(corrupted):
-    repo, plans, bad, path = corrupted
+def _fault_query(repo, plans) -> str:
     ids = ", ".join(str(plan.exposure_id) for plan in plans)
-    result = repo.pipetask(
+    return f"instrument = '{repo.instrument}' AND exposure IN ({ids})"
+
+
+@pytest.fixture(scope="module")
+def fault_run(corrupted) -> subprocess.CompletedProcess:
+    """step1 of the build on the two exposures of `corrupted`, into ``fault/run`` (one quantum fails)."""
+    repo, plans, _, _ = corrupted
+    return repo.pipetask(
         "-o",
         "fault",
         "--output-run",
         "fault/run",
         "-d",
-        f"instrument = '{repo.instrument}' AND exposure IN ({ids})",
+        _fault_query(repo, plans),
         pipeline=f"{BUILD_PIPELINE}#step1",
         inputs=f"raw-fault,{calib_collection(repo.instrument)}",
     )
+
+
+def test_one_corrupted_input_fails_alone(corrupted, fault_run):
+    repo, plans, bad, path = corrupted
+    result = fault_run
     output = result.stdout + result.stderr
     # pipetask reports the failure in its exit code, after running every other quantum
     # (--fail-fast is off by default).
@@ -130,3 +143,49 @@ def test_one_corrupted_input_fails_alone(corrupted):
     }
     assert (bad["exposure"], bad["detector"]) not in produced
     assert len(produced) == 2 * len(repo.camera) - 1
+
+
+def test_extend_run_without_the_bad_exposure_builds_from_one_input(corrupted, fault_run, tmp_path):
+    """The README's recovery: finish the stopped run with -d "exposure != N"; one exposure is left."""
+    repo, plans, bad, _ = corrupted
+    good = plans[0].exposure_id
+    result = check(
+        repo.pipetask(
+            "-o",
+            "fault",
+            "--extend-run",
+            "-d",
+            f"{_fault_query(repo, plans)} AND exposure != {bad['exposure']}",
+            inputs=f"raw-fault,{calib_collection(repo.instrument)}",
+        ),
+        "pipetask run --extend-run without the bad exposure",
+    )
+    output = result.stdout + result.stderr
+    assert output.count(
+        "is built from 1 input(s): with fewer than 3 the clipped mean rejects nothing"
+    ) == len(repo.camera), output[-3000:]
+    butler = repo.butler()
+    physical_filter = plans[0].physical_filter
+    for detector in repo.camera:
+        data_id = {"instrument": repo.instrument, "detector": detector.id}
+        sky = butler.get("sky", data_id, physical_filter=physical_filter, collections="fault/run")
+        assert sky.metadata["SKY_NINPUTS"] == 1 and sky.metadata["SKY_INPUT_0"] == good
+        # Truth: the clipped mean of one input is that input, bin for bin; a bin it did not
+        # measure (all its pixels masked) takes the median of the others and is flagged NO_DATA.
+        residual = butler.get("cpSkyExpResidualBackground", data_id, exposure=good, collections="fault/run")
+        stats = residual[0][0].getStatsImage().image.array
+        measured = np.isfinite(stats)
+        assert measured.sum() >= stats.size - 2, stats
+        assert np.array_equal(sky.image.array[measured], stats[measured])
+        median = np.float32(np.median(stats[measured].astype(np.float64)))
+        assert np.array_equal(sky.image.array[~measured], np.full((~measured).sum(), median))
+        assert np.array_equal(sky.mask.get("NO_DATA"), ~measured)
+        report = butler.get("sky_quality", data_id, physical_filter=physical_filter, collections="fault/run")
+        assert report["inputs_used"] == [good] and report["inputs_dropped"] == []
+        assert report["residual_rms"] == {str(good): 0.0}
+    report = run_tool(
+        "skyframes", "report", repo.root, "--collection", "fault/run", "--output", str(tmp_path / "q.png")
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert f"{physical_filter} detectors 0, 1, 2, 3: 1 input" in report.stdout, report.stdout
+    assert (tmp_path / f"q_{physical_filter}.png").stat().st_size > 0

@@ -12,6 +12,18 @@
 
 ``runQuantum`` only unpacks inputs and packs outputs; ``run`` calls plain
 functions and Task methods, so every step runs in a notebook without a butler.
+
+One bad input costs only itself: an exposure without usable data is dropped by
+cpSkyScaleMeasure (it writes only ``cpSkyExpScale``, with the reason), so
+pipe_base skips its cpSkySubtractBackground quanta; cpSkyCombine reads every
+exposure's ``cpSkyExpScale`` and lists the drop in ``sky_quality``. A detector
+without usable pixels gives a residual without finite bins, which cpSkyCombine
+rejects for that detector alone.
+
+The residuals' bins are set by cpSkySubtractBackground's ``sky.background``;
+cpSkyCombine's must agree (the pipelines' contracts, and a run-time check of
+the inputs). Fields of a ``sky`` or ``pca`` subtask that a build task never
+reads are refused by ``validate`` when set (`refuse_unused_fields`).
 """
 
 from __future__ import annotations
@@ -26,18 +38,23 @@ __all__ = [
     "CpSkySubtractBackgroundConfig",
     "CpSkySubtractBackgroundTask",
     "SkyFocalPlaneConfig",
+    "describe",
+    "dropped_exposures",
+    "refuse_scale_fit_fields",
+    "refuse_unused_fields",
     "resolve_focal_plane_config",
 ]
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from lsst.images import MaskedImage
-from lsst.pex.config import ConfigField, ConfigurableField, Field, ListField
+from lsst.pex.config import Config, ConfigField, ConfigurableField, Field, FieldValidationError, ListField
+from lsst.pex.config.configurableField import ConfigurableInstance
 from lsst.pipe.base import (
     PipelineTask,
     PipelineTaskConfig,
@@ -49,13 +66,13 @@ from lsst.pipe.base import connectionTypes as cT
 from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import NoDataError
+from .errors import ConfigMismatchError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
 from .pca import SkyPcaTask
 from .quality import quality_report, select_inputs
-from .sky_measurement import SkyMeasurementTask
+from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask, algorithm_style, measurement_bin_edges
 from .statistics import bad_pixel_mask
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,6 +144,89 @@ def resolve_focal_plane_config(
     return resolved
 
 
+def describe(data_id: Any) -> str:
+    """Name a quantum's input for the log: exposure, physical filter and detector, as far as known."""
+    keys = dict(data_id.mapping) if hasattr(data_id, "mapping") else dict(data_id)
+    parts = [f"exposure {keys['exposure']}"] if "exposure" in keys else []
+    if "physical_filter" in keys:
+        parts.append(f"(physical_filter {keys['physical_filter']})")
+    if "detector" in keys:
+        parts.append(f"detector {keys['detector']}")
+    return " ".join(parts) or str(data_id)
+
+
+# Fields of SkyMeasurementConfig that only the fitting of a sky frame's scale reads
+# (measureScale, solveScales: SkyCorrectionTask); building a sky frame reads none of them.
+SCALE_FIT_FIELDS = ("skyIter", "skyRej", "xNumSamples", "yNumSamples", "stats")
+
+
+def _same(value: Any, other: Any) -> bool:
+    value, other = (v.value if isinstance(v, ConfigurableInstance) else v for v in (value, other))
+    return value.compare(other) if isinstance(value, Config) else value == other
+
+
+def _refuse(config: Config, name: str, message: str) -> None:
+    raise FieldValidationError(type(config)._fields[name], config, message)
+
+
+def refuse_unused_fields(config: Config, names: Sequence[str], prefix: str, task: str, why: str) -> None:
+    """Refuse values other than the defaults for fields a task does not read.
+
+    Parameters
+    ----------
+    config : `lsst.pex.config.Config`
+        A subtask's configuration, e.g. a build task's ``sky``.
+    names : sequence of `str`
+        Its fields that the task never reads.
+    prefix : `str`
+        Where ``config`` sits in the task's configuration (e.g. ``"sky."``).
+    task : `str`
+        The task's name, for the message.
+    why : `str`
+        What the task uses instead, or where the fields do take effect.
+
+    Raises
+    ------
+    lsst.pex.config.FieldValidationError
+        Raised for the first field that differs from its default: a value
+        there would be accepted and silently ignored.
+    """
+    default = type(config)()
+    for name in names:
+        value, expected = getattr(config, name), getattr(default, name)
+        if not _same(value, expected):
+            shown = (
+                "its defaults"
+                if isinstance(value, Config | ConfigurableInstance)
+                else f"its default {expected!r}"
+            )
+            _refuse(config, name, f"{prefix}{name} is set but not used by {task}: {why} Leave it at {shown}.")
+
+
+def refuse_scale_fit_fields(sky: SkyMeasurementConfig, task: str, does: str) -> None:
+    """Refuse a build task's ``sky`` scale-fit fields (`SCALE_FIT_FIELDS`) when set.
+
+    Parameters
+    ----------
+    sky : `SkyMeasurementConfig`
+        The task's ``sky`` configuration.
+    task : `str`
+        The task's name, for the message.
+    does : `str`
+        What the task does with ``sky.background`` instead.
+
+    Raises
+    ------
+    lsst.pex.config.FieldValidationError
+        Raised if one of the fields differs from its default.
+    """
+    why = (
+        f"it only {does} (sky.background); the scale fit these fields configure runs when a sky frame is "
+        "applied (skyCorr:sky.*)."
+    )
+    refuse_unused_fields(sky, SCALE_FIT_FIELDS, "sky.", task, why)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Step 1: mask objects, one-detector focal-plane background
 # ---------------------------------------------------------------------------------------------------------
@@ -192,11 +292,16 @@ class CpSkyImageTask(PipelineTask):
 
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
         inputs = butlerQC.get(inputRefs)
-        detector = inputs["camera"][butlerQC.quantum.dataId["detector"]]
-        outputs = self.run(inputExp=inputs["inputExp"], camera=inputs["camera"], detector=detector)
+        data_id = butlerQC.quantum.dataId
+        detector = inputs["camera"][data_id["detector"]]
+        outputs = self.run(
+            inputExp=inputs["inputExp"], camera=inputs["camera"], detector=detector, where=describe(data_id)
+        )
         butlerQC.put(outputs, outputRefs)
 
-    def run(self, inputExp: MaskedImage, camera: Camera, detector: DetectorGeometry) -> Struct:
+    def run(
+        self, inputExp: MaskedImage, camera: Camera, detector: DetectorGeometry, *, where: str | None = None
+    ) -> Struct:
         """Mask objects and measure this detector's focal-plane background.
 
         Parameters
@@ -207,17 +312,36 @@ class CpSkyImageTask(PipelineTask):
             Camera geometry (sets the focal-plane grid).
         detector : `DetectorGeometry`
             The detector ``inputExp`` belongs to.
+        where : `str`, optional
+            What the image is (e.g. exposure, filter and detector), for the
+            log; the detector's name if `None`.
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
             ``maskedExp`` (the masked image) and ``maskedBkg`` (a
             `FocalPlaneBackground` holding only this detector).
+
+        Notes
+        -----
+        An image without a usable pixel (every pixel NaN or in ``maskList``)
+        is not object-masked; it adds nothing to the focal-plane background,
+        so its exposure's other detectors are unaffected, and its residual
+        background has no finite bin, which cpSkyCombine reports as a
+        rejected input of this detector. If every detector of an exposure is
+        like this, cpSkyScaleMeasure drops the exposure.
         """
-        _, mask = image_and_mask(inputExp)
-        if mask is not None and bad_pixel_mask(mask, list(self.config.maskList)).all():
-            # Nothing to detect on; the focal-plane accumulation skips it anyway.
-            self.log.warning("Detector %s is fully masked; skipping object masking.", detector.name)
+        pixels, mask = image_and_mask(inputExp)
+        unusable = ~np.isfinite(pixels.array)
+        if mask is not None:
+            unusable |= bad_pixel_mask(mask, list(self.config.maskList))
+        if unusable.all():
+            self.log.warning(
+                "%s has no usable pixel (every pixel is NaN or in the mask planes %s): not masking objects; "
+                "it adds nothing to the focal-plane background and no input to this detector's sky frame.",
+                where or f"Detector {detector.name}",
+                list(self.config.maskList),
+            )
         else:
             self.maskObjects.run(inputExp, list(self.config.maskList))
         config = resolve_focal_plane_config(self.config.largeScaleBackground, camera)
@@ -260,10 +384,45 @@ class CpSkyScaleMeasureConfig(PipelineTaskConfig, pipelineConnections=CpSkyScale
 
 
 class CpSkyScaleMeasureTask(PipelineTask):
-    """Merge the detectors' focal-plane backgrounds and measure the sky level."""
+    """Merge the detectors' focal-plane backgrounds and measure the sky level.
+
+    In a pipeline, an exposure without usable data (`run` raises
+    `~lsst.skyframes.errors.NoDataError`) is dropped rather than failed: the
+    quantum writes only ``cpSkyExpScale``, holding the reason under
+    ``dropped``, and logs a warning naming the exposure. Without a
+    ``cpSkyExpBackground`` the exposure's cpSkySubtractBackground quanta have
+    no work (pipe_base skips them), and cpSkyCombine, which reads every
+    exposure's ``cpSkyExpScale``, lists the exposure and the reason in
+    ``sky_quality``; the other exposures' sky frames are built as if it had
+    never been there.
+    """
 
     ConfigClass = CpSkyScaleMeasureConfig
     _DefaultName = "cpSkyScaleMeasure"
+
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        inputs = butlerQC.get(inputRefs)
+        try:
+            outputs = self.run(**inputs)
+        except NoDataError as err:
+            outputs = self._dropExposure(err, butlerQC.quantum.dataId, len(inputs["inputBkgs"]))
+        butlerQC.put(outputs, outputRefs)
+
+    def _dropExposure(self, error: NoDataError, data_id: Any, n_detectors: int) -> Struct:
+        """Return the outputs of an exposure dropped for ``error``: its scale record only."""
+        reason = str(error)
+        if not reason.startswith(self._DefaultName):
+            reason = f"{self._DefaultName}: {reason}"
+        self.log.warning(
+            "Dropping %s from the sky frames: %s Its cpSkySubtractBackground quanta are skipped; "
+            "cpSkyCombine builds the sky frames from the other exposures and lists this one under "
+            "inputs_dropped in sky_quality.",
+            describe(data_id),
+            reason,
+        )
+        self.metadata["dropped"] = reason
+        scale = {"scale": None, "nDetectors": n_detectors, "dropped": reason}
+        return Struct(outputBkg=None, outputScale=scale)
 
     def run(self, inputBkgs: Sequence[FocalPlaneBackground]) -> Struct:
         """Merge focal-plane backgrounds and take the median as the scale.
@@ -277,18 +436,27 @@ class CpSkyScaleMeasureTask(PipelineTask):
         -------
         result : `lsst.pipe.base.Struct`
             ``outputBkg`` (merged background) and ``outputScale`` (a dict
-            with ``scale``, the median of the merged stats image).
+            with ``scale``, the median of the merged stats image,
+            ``nDetectors`` and ``dropped`` = `None`).
 
         Raises
         ------
         lsst.skyframes.errors.NoDataError
-            Raised if there are no inputs or the sky level is not positive.
+            Raised if there are no inputs, no pixel of any detector is usable,
+            no focal-plane bin has enough usable pixels, or the sky level is
+            not positive.
         """
         if not inputBkgs:
             raise NoDataError("cpSkyScaleMeasure got no focal-plane backgrounds for this exposure.")
         background = inputBkgs[0].clone()
         for other in inputBkgs[1:]:
             background.merge(other)
+        if not np.any(background.numbers > 0):
+            raise NoDataError(
+                f"cpSkyScaleMeasure: none of the exposure's {len(inputBkgs)} detector(s) has a usable "
+                f"pixel: every pixel is NaN or in the mask planes {list(background.config.mask)} "
+                "(cpSkyImage:largeScaleBackground.mask); the exposure holds no sky to measure."
+            )
         stats = background.getStatsImage()
         finite = stats[np.isfinite(stats)]
         if finite.size == 0:
@@ -305,7 +473,10 @@ class CpSkyScaleMeasureTask(PipelineTask):
         self.log.info(
             "Focal-plane background min/max %.3f/%.3f; scale %.3f", np.nanmin(stats), np.nanmax(stats), scale
         )
-        return Struct(outputBkg=background, outputScale={"scale": scale, "nDetectors": len(inputBkgs)})
+        return Struct(
+            outputBkg=background,
+            outputScale={"scale": scale, "nDetectors": len(inputBkgs), "dropped": None},
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -348,7 +519,17 @@ class CpSkySubtractBackgroundConfig(
 ):
     """Configuration of `CpSkySubtractBackgroundTask`."""
 
-    sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky measurement (binning of the residual).")
+    sky = ConfigurableField(
+        target=SkyMeasurementTask,
+        doc="Sky measurement: sky.background bins the residual, hence sets the sky frame's bins; "
+        "cpSkyCombine's sky.background must be the same (pipeline contract; set the bin size once with "
+        "-c parameters:xBinSize=N and yBinSize). Its scale-fit fields (skyIter, skyRej, xNumSamples, "
+        "yNumSamples, stats) are not used here and are refused if set.",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        refuse_scale_fit_fields(self.sky.value, "CpSkySubtractBackgroundTask", "bins the residual")
 
 
 class CpSkySubtractBackgroundTask(PipelineTask):
@@ -384,7 +565,7 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         inputBkg : `FocalPlaneBackground`
             The exposure's merged focal-plane background.
         inputScale : `dict`
-            ``{"scale": sky level}``.
+            ``{"scale": sky level}`` (``cpSkyExpScale``).
         detector : `DetectorGeometry`
             The detector of ``inputExp``.
 
@@ -392,8 +573,25 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         -------
         result : `lsst.pipe.base.Struct`
             ``outputBkg``: `measureBackground` of the normalised residual.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if ``inputScale`` records a dropped exposure or its scale
+            is not a positive number.
         """
-        scale = float(inputScale["scale"])
+        if inputScale.get("dropped"):
+            raise NoDataError(
+                "cpSkySubtractBackground: cpSkyScaleMeasure dropped this exposure "
+                f"({inputScale['dropped']}); there is no sky level to normalise by."
+            )
+        scale = inputScale.get("scale")
+        if scale is None or not np.isfinite(scale) or scale <= 0:
+            raise NoDataError(
+                f"cpSkySubtractBackground: the exposure's sky level (cpSkyExpScale) is {scale}; it must be "
+                "finite and positive (made by cpSkyScaleMeasure)."
+            )
+        scale = float(scale)
         pixels, _ = image_and_mask(inputExp)
         model = inputBkg.toCcdBackground(detector, pixels.bbox)
         pixels.array -= model.getImage().array
@@ -414,6 +612,16 @@ class CpSkyCombineConnections(
         doc="Normalised residual backgrounds of every exposure.",
         storageClass="SkyBackgroundList",
         dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+        # Run even when every exposure was dropped upstream, so that the task
+        # fails saying why instead of the quantum vanishing without a sky frame.
+        minimum=0,
+    )
+    inputScales = cT.Input(
+        name="cpSkyExpScale",
+        doc="Every exposure's sky level, or why cpSkyScaleMeasure dropped it (listed in sky_quality).",
+        storageClass="StructuredDataDict",
+        dimensions=("instrument", "exposure"),
         multiple=True,
     )
     outputCalib = cT.Output(
@@ -455,7 +663,13 @@ class CpSkyCombineConnections(
 class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineConnections):
     """Configuration of `CpSkyCombineTask`."""
 
-    sky = ConfigurableField(target=SkyMeasurementTask, doc="Sky measurement (combination).")
+    sky = ConfigurableField(
+        target=SkyMeasurementTask,
+        doc="Sky measurement (combination). sky.background describes the inputs' bins and sets the sky "
+        "frame's ALGORITHM: it must equal cpSkySubtractBackground's, which bins them (pipeline contract; "
+        "the inputs' bin layout is also checked at run time). Its scale-fit fields (skyIter, skyRej, "
+        "xNumSamples, yNumSamples, stats) are not used here and are refused if set.",
+    )
     minExposures = Field[int](
         doc="Fewest exposures a sky frame may be built from (HSC guidance: 20 at least, 50 ideally).",
         default=1,
@@ -474,8 +688,32 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
     pca = ConfigurableField(
         target=SkyPcaTask,
         doc="Robust PCA of the templates (nComponents > 1): clip, nIter, maxBadFraction, "
-        "maxResidualFraction. Its own nComponents and sky are not used: this task's are.",
+        "maxResidualFraction, maxMemoryGiB. Its own nComponents and sky are not used (this task's are) "
+        "and are refused if set to anything else.",
     )
+
+    def validate(self) -> None:
+        super().validate()
+        refuse_scale_fit_fields(self.sky.value, "CpSkyCombineTask", "combines the residual backgrounds")
+        pca = self.pca.value
+        default = type(pca)()
+        if pca.nComponents not in (default.nComponents, self.nComponents):
+            _refuse(
+                pca,
+                "nComponents",
+                f"pca.nComponents = {pca.nComponents} is not used: CpSkyCombineTask passes its own "
+                f"nComponents (= {self.nComponents}) to the PCA. Set nComponents instead (pipetask -c "
+                f"LABEL:nComponents={pca.nComponents}, LABEL being e.g. cpSkyTemplates) and leave "
+                "pca.nComponents at its default.",
+            )
+        if not (_same(pca.sky, default.sky) or _same(pca.sky, self.sky.value)):
+            _refuse(
+                pca,
+                "sky",
+                "pca.sky is set but not used: CpSkyCombineTask combines the templates with its own sky (so "
+                "that component 1 is the single sky frame). Set sky.* instead and leave pca.sky at its "
+                "defaults.",
+            )
 
 
 class CpSkyCombineTask(PipelineTask):
@@ -497,23 +735,41 @@ class CpSkyCombineTask(PipelineTask):
 
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
         inputs = butlerQC.get(inputRefs)
+        scales = {
+            int(ref.dataId["exposure"]): scale
+            for ref, scale in zip(inputRefs.inputScales, inputs["inputScales"], strict=True)
+        }
         if self.config.nComponents == 1:
-            exposures = [ref.dataId["exposure"] for ref in inputRefs.inputBkgs]
-            outputs = self.run(inputBkgs=inputs["inputBkgs"], exposureIds=exposures)
+            exposures = [int(ref.dataId["exposure"]) for ref in inputRefs.inputBkgs]
+            outputs = self.run(
+                inputBkgs=inputs["inputBkgs"],
+                exposureIds=exposures,
+                dropped=dropped_exposures(scales, exposures),
+                detectorId=int(butlerQC.quantum.dataId["detector"]),
+            )
             butlerQC.put(outputs, outputRefs)
             return
         exposures = sorted({int(ref.dataId["exposure"]) for ref in inputRefs.inputBkgs})
         column = {exposure: i for i, exposure in enumerate(exposures)}
-        backgrounds: dict[int, list[BackgroundList | None]] = {}
+        # Every detector that should get templates, even one whose exposures were all dropped.
+        backgrounds: dict[int, list[BackgroundList | None]] = {
+            int(ref.dataId["detector"]): [None] * len(exposures) for ref in outputRefs.outputCalib
+        }
         for ref, background in zip(inputRefs.inputBkgs, inputs["inputBkgs"], strict=True):
             row = backgrounds.setdefault(int(ref.dataId["detector"]), [None] * len(exposures))
             row[column[int(ref.dataId["exposure"])]] = background
-        outputs = self.runComponents(backgrounds, exposures)
+        outputs = self.runComponents(backgrounds, exposures, dropped=dropped_exposures(scales, exposures))
         for name in ("outputCalib", "outputComponents", "outputQuality"):
             for ref in getattr(outputRefs, name):
                 butlerQC.put(getattr(outputs, name)[int(ref.dataId["detector"])], ref)
 
-    def run(self, inputBkgs: Sequence[BackgroundList], exposureIds: Sequence[int] = ()) -> Struct:
+    def run(
+        self,
+        inputBkgs: Sequence[BackgroundList],
+        exposureIds: Sequence[int] = (),
+        dropped: Sequence[Mapping[str, Any]] = (),
+        detectorId: int | None = None,
+    ) -> Struct:
         """Average the residual backgrounds into a sky frame and report on it.
 
         Parameters
@@ -522,6 +778,12 @@ class CpSkyCombineTask(PipelineTask):
             One single-element list per exposure.
         exposureIds : sequence of `int`, optional
             Exposure ids of the inputs, recorded in the metadata and report.
+        dropped : sequence of `dict`, optional
+            ``{"exposure": id, "reason": text}`` for exposures of the build
+            that have no input here (see `dropped_exposures`); listed in the
+            report and in the error if too few inputs remain.
+        detectorId : `int`, optional
+            The detector, for log and error messages.
 
         Returns
         -------
@@ -535,15 +797,29 @@ class CpSkyCombineTask(PipelineTask):
         ------
         lsst.skyframes.errors.NoDataError
             Raised if fewer than ``minExposures`` inputs have a finite bin.
+        lsst.skyframes.errors.ConfigMismatchError
+            Raised if the inputs were binned otherwise than ``sky.background``
+            says (bin counts or interpolation style).
+
+        Notes
+        -----
+        With fewer than 3 inputs the clipped mean cannot reject anything; the
+        sky frame is built (if ``minExposures`` allows) with a warning.
         """
-        used, used_ids, rejected = select_inputs(inputBkgs, exposureIds)
-        self._checkInputs(used, rejected)
+        ids = list(exposureIds) if len(exposureIds) else list(range(len(inputBkgs)))
+        self._checkBinning(inputBkgs, ids)
+        used, used_ids, rejected = select_inputs(inputBkgs, ids)
+        self._checkInputs(used, rejected, dropped, detectorId)
         sky = self.sky.averageBackgrounds(used)
         _stamp_calibration(sky, used_ids)
-        return Struct(outputCalib=sky, outputQuality=quality_report(sky, used, used_ids, rejected))
+        report = quality_report(sky, used, used_ids, rejected, dropped=dropped)
+        return Struct(outputCalib=sky, outputQuality=report)
 
     def runComponents(
-        self, backgrounds: Mapping[int, Sequence[BackgroundList | None]], exposureIds: Sequence[int]
+        self,
+        backgrounds: Mapping[int, Sequence[BackgroundList | None]],
+        exposureIds: Sequence[int],
+        dropped: Sequence[Mapping[str, Any]] = (),
     ) -> Struct:
         """Build ``nComponents`` templates of every detector from the whole focal plane.
 
@@ -555,6 +831,9 @@ class CpSkyCombineTask(PipelineTask):
             the detector.
         exposureIds : sequence of `int`
             The exposures.
+        dropped : sequence of `dict`, optional
+            Exposures of the build not in ``exposureIds`` (dropped upstream),
+            with reasons, as for `run`; in every detector's report.
 
         Returns
         -------
@@ -572,8 +851,17 @@ class CpSkyCombineTask(PipelineTask):
         lsst.skyframes.errors.NoDataError
             Raised if a detector has fewer than ``minExposures`` usable
             inputs, or too few exposures survive the PCA's rejection.
+        lsst.skyframes.errors.ConfigMismatchError
+            Raised if the inputs were binned otherwise than ``sky.background``
+            says.
         """
         ids = [int(e) for e in exposureIds]
+        for per_exposure in backgrounds.values():
+            present = [(e, bg) for e, bg in zip(ids, per_exposure, strict=True) if bg is not None]
+            self._checkBinning([bg for _, bg in present], [e for e, _ in present])
+        if not ids:
+            # Every exposure was dropped upstream: say so for the first detector.
+            self._checkInputs([], [], dropped, min(backgrounds, default=None))
         result = self.pca.run(backgrounds, ids, nComponents=self.config.nComponents, sky=self.sky)
         # Logged per detector by _checkInputs, with the other rejections.
         pca_rejected = dict(result.rejectedExposures)
@@ -587,6 +875,12 @@ class CpSkyCombineTask(PipelineTask):
         calibs, components, reports = {}, {}, {}
         for detector, per_exposure in backgrounds.items():
             present = [(e, bg) for e, bg in zip(ids, per_exposure, strict=True) if bg is not None]
+            missing = [
+                {"exposure": e, "reason": MISSING_INPUT_REASON}
+                for e, bg in zip(ids, per_exposure, strict=True)
+                if bg is None
+            ]
+            detector_dropped = sorted([*dropped, *missing], key=lambda entry: entry["exposure"])
             candidates = [(e, bg) for e, bg in present if e not in pca_rejected]
             used, used_ids, rejected = select_inputs([bg for _, bg in candidates], [e for e, _ in candidates])
             rejected += [
@@ -594,7 +888,7 @@ class CpSkyCombineTask(PipelineTask):
                 for e, _ in present
                 if e in pca_rejected
             ]
-            self._checkInputs(used, rejected, detector)
+            self._checkInputs(used, rejected, detector_dropped, detector)
             frames = result.skyFrames[detector]
             _stamp_calibration(frames[0], used_ids)
             calibs[detector] = frames[0]
@@ -606,6 +900,7 @@ class CpSkyCombineTask(PipelineTask):
                 used,
                 used_ids,
                 rejected,
+                dropped=detector_dropped,
                 variance_explained=result.varianceExplained,
                 templates=frames,
                 coefficients=np.array([coefficient_of[e] for e in used_ids]),
@@ -619,16 +914,108 @@ class CpSkyCombineTask(PipelineTask):
         )
 
     def _checkInputs(
-        self, used: Sequence[BackgroundList], rejected: Sequence[dict[str, Any]], detector: int | None = None
+        self,
+        used: Sequence[BackgroundList],
+        rejected: Sequence[Mapping[str, Any]],
+        dropped: Sequence[Mapping[str, Any]] = (),
+        detector: int | None = None,
     ) -> None:
+        """Log rejections; refuse fewer than minExposures inputs, warn below 3."""
+        where = "" if detector is None else f" of detector {detector}"
         for entry in rejected:
-            self.log.warning("Rejecting exposure %s: %s", entry["exposure"], entry["reason"])
-        if len(used) < self.config.minExposures:
-            where = "" if detector is None else f" for detector {detector}"
-            raise NoDataError(
-                f"cpSkyCombine has {len(used)} usable exposures{where} ({len(rejected)} rejected); at least "
-                f"{self.config.minExposures} are configured (minExposures). Add exposures or lower it."
+            self.log.warning("Rejecting exposure %s%s: %s", entry["exposure"], where, entry["reason"])
+        if dropped:
+            self.log.info(
+                "%d exposure(s) dropped before the combination%s: %s",
+                len(dropped),
+                where,
+                ", ".join(str(entry["exposure"]) for entry in dropped),
             )
+        if len(used) < self.config.minExposures:
+            lost = [*rejected, *dropped]
+            shown = "; ".join(f"exposure {entry['exposure']}: {entry['reason']}" for entry in lost[:5])
+            more = f"; and {len(lost) - 5} more" if len(lost) > 5 else ""
+            raise NoDataError(
+                f"cpSkyCombine: the sky frame{where} would be built from {len(used)} exposure(s) "
+                f"({len(rejected)} rejected, {len(dropped)} dropped before the combination"
+                f"{': ' + shown + more if lost else ''}), fewer than minExposures = "
+                f"{self.config.minExposures}. Add exposures, exclude the bad ones (pipetask -d "
+                '"exposure NOT IN (...)"), or lower cpSkyCombine:minExposures.'
+            )
+        if len(used) < 3:
+            self.log.warning(
+                "The sky frame%s is built from %d input(s): with fewer than 3 the clipped mean rejects "
+                "nothing, so an object or artefact in one input goes into the sky frame (HSC guidance: at "
+                "least 20 exposures; cpSkyCombine:minExposures enforces a minimum).",
+                where,
+                len(used),
+            )
+
+    def _checkBinning(self, inputBkgs: Sequence[BackgroundList], exposureIds: Sequence[int]) -> None:
+        """Refuse inputs binned otherwise than this task's ``sky.background`` says."""
+        config = self.config.sky.background
+        style = algorithm_style(config.algorithm)
+        for background_list, exposure in zip(inputBkgs, exposureIds, strict=True):
+            if len(background_list) != 1:
+                continue  # averageBackgrounds says what is wrong with it
+            background, input_style, *_ = background_list[0]
+            height, width = background.getImageBBox().shape
+            ny, nx = background.getStatsImage().bbox.shape
+            expected_nx = len(measurement_bin_edges(width, config.xBinSize)) - 1
+            expected_ny = len(measurement_bin_edges(height, config.yBinSize)) - 1
+            if (nx, ny) != (expected_nx, expected_ny):
+                raise ConfigMismatchError(
+                    f"cpSkyCombine: the residual background (cpSkyExpResidualBackground) of exposure "
+                    f"{exposure} has {nx}x{ny} bins over {width}x{height} pixels (bins of about "
+                    f"{width / nx:.4g}x{height / ny:.4g} px, as cpSkySubtractBackground binned it), but "
+                    f"cpSkyCombine's sky.background.xBinSize = {config.xBinSize}, yBinSize = "
+                    f"{config.yBinSize} make {expected_nx}x{expected_ny}. Set the bin size once for both "
+                    "steps (pipetask -c parameters:xBinSize=N -c parameters:yBinSize=N with "
+                    "pipelines/BuildSkyFrame.yaml), or give cpSkyCombine the sky.background that "
+                    "cpSkySubtractBackground used."
+                )
+            if input_style != style:
+                raise ConfigMismatchError(
+                    f"cpSkyCombine: the residual background of exposure {exposure} has interpolation style "
+                    f"{getattr(input_style, 'name', input_style)} (cpSkySubtractBackground:"
+                    f"sky.background.algorithm), but cpSkyCombine's sky.background.algorithm is "
+                    f"{config.algorithm}, which the sky frame would record. Set the same algorithm on both "
+                    "tasks."
+                )
+
+
+# Reason recorded for an exposure whose scale is fine but which has no residual
+# background of a detector.
+MISSING_INPUT_REASON = (
+    "no cpSkyExpResidualBackground of this detector (the exposure lacks the detector, or an earlier quantum "
+    "of it wrote no output)"
+)
+
+
+def dropped_exposures(
+    scales: Mapping[int, Mapping[str, Any]], present: Collection[int]
+) -> list[dict[str, Any]]:
+    """List the exposures of a build that reach cpSkyCombine without an input, with reasons.
+
+    Parameters
+    ----------
+    scales : `~collections.abc.Mapping` [`int`, `dict`]
+        Every exposure's ``cpSkyExpScale``, by exposure id.
+    present : collection of `int`
+        Exposures with a residual background in the quantum.
+
+    Returns
+    -------
+    dropped : `list` [`dict`]
+        ``{"exposure": id, "reason": text}``, sorted by exposure: the reason
+        cpSkyScaleMeasure recorded, or `MISSING_INPUT_REASON`.
+    """
+    present = {int(e) for e in present}
+    return [
+        {"exposure": int(exposure), "reason": scale.get("dropped") or MISSING_INPUT_REASON}
+        for exposure, scale in sorted(scales.items())
+        if int(exposure) not in present
+    ]
 
 
 def _stamp_calibration(sky: MaskedImage, exposure_ids: Sequence[int]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BackgroundFileError",
     "BoxMismatchError",
+    "ConfigMismatchError",
     "InputNotFoundError",
     "MissingMetadataError",
     "NoDataError",
@@ -42,6 +43,13 @@ class UnsupportedStyleError(SkyFramesError, ValueError):
 
 class BoxMismatchError(SkyFramesError, ValueError):
     """Images or backgrounds whose bounding boxes must agree do not."""
+
+
+class ConfigMismatchError(SkyFramesError, ValueError):
+    """Inputs made with a configuration that differs from the one the step
+    reading them is configured with (e.g. the sky-frame bins of
+    cpSkySubtractBackground and cpSkyCombine).
+    """
 
 
 class NoDataError(SkyFramesError, ValueError):

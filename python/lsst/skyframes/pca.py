@@ -551,9 +551,10 @@ class SkyPcaTask(Task):
             raise ProblemTooLargeError(
                 f"SkyPcaTask: {len(ids)} exposures x {sum(sizes)} bins of {len(detectors)} detectors need "
                 f"about {needed / 2**30:.1f} GiB, more than maxMemoryGiB = {self.config.maxMemoryGiB:g}. "
-                "Use coarser bins for the residual backgrounds (e.g. -c cpSkySubtractBackground:"
-                "sky.background.xBinSize=128 and yBinSize=128, DES's 128-px blocks: 16x fewer bins than "
-                "32 px), fewer exposures per build, or raise pca.maxMemoryGiB on a bigger machine."
+                "Use coarser bins for the residual backgrounds (e.g. pipetask -c parameters:xBinSize=128 "
+                "-c parameters:yBinSize=128 with pipelines/BuildSkyTemplates.yaml, DES's 128-px blocks: 16x "
+                "fewer bins than 32 px), fewer exposures per build, or raise pca.maxMemoryGiB on a bigger "
+                "machine."
             )
         result = robust_pca(
             np.concatenate(blocks, axis=1),

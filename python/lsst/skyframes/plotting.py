@@ -172,7 +172,12 @@ def plot_focal_plane(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5.4 * len(panels), 4.8), squeeze=False, constrained_layout=True
     )
-    for ax, (_, arrays, label, centred) in zip(axes[0], panels, strict=True):
+    titles = []
+    for ax, (name, arrays, label, centred) in zip(axes[0], panels, strict=True):
+        if not any(np.isfinite(a).any() for a in arrays.values()):
+            # Nothing to draw (e.g. the noise of a sky frame from one input): say so.
+            name = f"{name} (no finite values)"
+        titles.append(name)
         vmin, vmax = colour_limits(list(arrays.values()), symmetric=centred)
         norm = {"cmap": "RdBu_r" if centred else "viridis", "vmin": vmin, "vmax": vmax}
         mesh = None
@@ -192,7 +197,7 @@ def plot_focal_plane(
         ax.set_ylabel("focal plane y [mm]")
         if mesh is not None:
             fig.colorbar(mesh, ax=ax, label=label, shrink=0.85)
-    draw_titles(fig, axes[0], [panel[0] for panel in panels], title)
+    draw_titles(fig, axes[0], titles, title)
     save_png(fig, path)
 
 

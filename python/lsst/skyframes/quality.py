@@ -2,7 +2,8 @@
 
 Every built sky frame gets a ``sky_quality`` dataset (storage class
 ``StructuredDataDict``, dimensions instrument, physical_filter, detector): which
-inputs were used and which rejected (with reasons), the per-bin noise estimate,
+inputs were used, which rejected (with reasons) and which dropped by an earlier
+step (with reasons), the per-bin noise estimate,
 the fraction of bins filled because no input measured them, and how far each
 input is from the template.  The layout is versioned by ``schema_version``.
 
@@ -10,7 +11,10 @@ Per-input residuals are 3-sigma clipped RMS (3 passes), so that the few bins an
 unmasked object halo spoils do not hide how well the template describes the rest;
 the per-bin ``residual_rms_map`` is a plain RMS over inputs, where such bins show.
 Version 2: clipped per-input residuals, ``noise_rms`` per input, optional
-multi-component fields.
+multi-component fields. Version 3: ``inputs_dropped``, the exposures of the build
+that reached the combination without a residual background of this detector
+(e.g. dropped by cpSkyScaleMeasure for having no usable pixel), with reasons;
+``inputs_rejected`` remains those the combination itself left out.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from lsst.images import MaskedImage
 
 from .background import BackgroundList
 
-QUALITY_SCHEMA_VERSION = 2
+QUALITY_SCHEMA_VERSION = 3
 
 # Clipping of the per-input residual RMS (threshold in sigma, passes).
 RESIDUAL_CLIP = (3.0, 3)
@@ -108,6 +112,7 @@ def quality_report(
     exposure_ids: Sequence[int],
     rejected: Sequence[dict[str, Any]],
     *,
+    dropped: Sequence[dict[str, Any]] = (),
     variance_explained: Sequence[float] | None = None,
     templates: Sequence[MaskedImage] | None = None,
     coefficients: np.ndarray | None = None,
@@ -124,7 +129,10 @@ def quality_report(
     exposure_ids : sequence of `int`
         Their exposure ids.
     rejected : sequence of `dict`
-        Inputs dropped before combining, with reasons.
+        Inputs the combination left out, ``{"exposure": id, "reason": text}``.
+    dropped : sequence of `dict`, optional
+        Exposures of the build that have no input here because an earlier
+        step dropped them, in the same form.
     variance_explained : sequence of `float`, optional
         For multi-component templates, the fraction of variance per component.
     templates : sequence of `lsst.images.MaskedImage`, optional
@@ -158,6 +166,7 @@ def quality_report(
         "n_inputs_used": len(backgrounds),
         "inputs_used": [int(e) for e in exposure_ids],
         "inputs_rejected": list(rejected),
+        "inputs_dropped": list(dropped),
         "n_bins": int(values.size),
         "nan_filled_fraction": float(no_data.mean()),
         "noise_median": float(np.median(finite_noise)) if finite_noise.size else None,

@@ -36,15 +36,21 @@ def load_quality(butler: Butler, collection: str) -> list[tuple[dict[str, Any], 
 
 
 def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    """Return a text table with one line per detector and filter.
+    """Return a text table with one line per detector and filter, then the inputs left out.
 
+    Columns: inputs used, rejected by the combination (``rej``) and dropped
+    by an earlier step (``drop``, schema version 3 on), the NaN-filled
+    fraction, median noise and median clipped residual of the inputs.
     Reports of multi-component templates add the number of components, the
     median residual of the inputs from their K-component model and the
-    variance explained by each component.
+    variance explained by each component. Below the table: every exposure
+    left out, with the detectors concerned and the reason, and the sky
+    frames built from fewer than 3 inputs (where clipping rejects nothing and
+    the noise of the combination cannot be estimated).
     """
     multi = any("n_components" in report for _, report in rows)
     header = (
-        f"{'filter':<14} {'det':>4} {'used':>5} {'rej':>4} {'filled %':>8} "
+        f"{'filter':<14} {'det':>4} {'used':>5} {'rej':>4} {'drop':>4} {'filled %':>8} "
         f"{'noise (median)':>15} {'resid RMS (median)':>19}"
     )
     if multi:
@@ -55,8 +61,8 @@ def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> s
         noise = report["noise_median"] if report["noise_median"] is not None else float("nan")
         line = (
             f"{data_id['physical_filter']:<14} {data_id['detector']:>4} {report['n_inputs_used']:>5} "
-            f"{len(report['inputs_rejected']):>4} {100 * report['nan_filled_fraction']:>8.2f} "
-            f"{noise:>15.3e} {resid:>19.3e}"
+            f"{len(report['inputs_rejected']):>4} {len(report.get('inputs_dropped', [])):>4} "
+            f"{100 * report['nan_filled_fraction']:>8.2f} {noise:>15.3e} {resid:>19.3e}"
         )
         if "n_components" in report:
             explained = " ".join(f"{v:.2e}" for v in report["variance_explained"])
@@ -64,7 +70,50 @@ def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> s
                 f" {report['n_components']:>2} {_median(report['model_residual_rms']):>14.3e}  {explained}"
             )
         lines.append(line)
-    return "\n".join(lines)
+    return "\n".join(lines + _left_out(rows) + _few_inputs(rows))
+
+
+def _detector_list(detectors: list[int]) -> str:
+    return f"detector{'s' if len(detectors) > 1 else ''} {', '.join(str(d) for d in sorted(detectors))}"
+
+
+def _left_out(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Lines naming every exposure left out of a sky frame: which detectors, how, and why."""
+    grouped: dict[tuple[str, int, str, str], list[int]] = {}
+    for data_id, report in rows:
+        for kind, key in (
+            ("dropped before the combination", "inputs_dropped"),
+            ("rejected", "inputs_rejected"),
+        ):
+            for entry in report.get(key, []):
+                group = (data_id["physical_filter"], int(entry["exposure"]), kind, str(entry["reason"]))
+                grouped.setdefault(group, []).append(data_id["detector"])
+    if not grouped:
+        return []
+    lines = ["", "Exposures left out:"]
+    for (physical_filter, exposure, kind, reason), detectors in sorted(grouped.items()):
+        lines.append(
+            f"  {physical_filter} exposure {exposure}, {kind} ({_detector_list(detectors)}): {reason}"
+        )
+    return lines
+
+
+def _few_inputs(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Lines naming the sky frames built from fewer than 3 inputs."""
+    few: dict[tuple[str, int], list[int]] = {}
+    for data_id, report in rows:
+        if report["n_inputs_used"] < 3:
+            few.setdefault((data_id["physical_filter"], report["n_inputs_used"]), []).append(
+                data_id["detector"]
+            )
+    lines = [
+        f"  {physical_filter} {_detector_list(detectors)}: {n} input{'s' if n != 1 else ''}"
+        for (physical_filter, n), detectors in sorted(few.items())
+    ]
+    if not lines:
+        return []
+    header = "Built from fewer than 3 inputs (clipping rejects nothing; noise and residuals mean little):"
+    return ["", header, *lines]
 
 
 def _median(values: dict[str, float]) -> float:

@@ -14,6 +14,7 @@ __all__ = [
     "SkyMeasurementConfig",
     "SkyMeasurementTask",
     "SkyStatsConfig",
+    "algorithm_style",
     "measurement_bin_edges",
 ]
 
@@ -128,7 +129,8 @@ def measurement_bin_edges(length: int, bin_size: int) -> np.ndarray:
     return bin_edges(length, max(int(length / bin_size + 0.5), 1))
 
 
-def _algorithm_style(algorithm: str | None) -> Interpolate:
+def algorithm_style(algorithm: str | None) -> Interpolate:
+    """Return the interpolation style of a `BackgroundConfig` ``algorithm`` (`None`: ``UNKNOWN``)."""
     return Interpolate.UNKNOWN if algorithm is None else stringToInterpStyle(algorithm)
 
 
@@ -190,7 +192,7 @@ class SkyMeasurementTask(Task):
         pixels, _ = image_and_mask(image)
         height, width = pixels.bbox.shape
         control = BackgroundControl(
-            _algorithm_style(config.algorithm),
+            algorithm_style(config.algorithm),
             len(measurement_bin_edges(width, config.xBinSize)) - 1,
             len(measurement_bin_edges(height, config.yBinSize)) - 1,
             UndersampleStyle.REDUCE_INTERP_ORDER,
@@ -324,7 +326,7 @@ class SkyMeasurementTask(Task):
                 f"exposureToBackground needs an lsst.images MaskedImage, got {type(bgExp).__name__}."
             )
         bbox, algorithm = _bbox_from_metadata(bgExp.metadata, "exposureToBackground input")
-        style = _algorithm_style(None if algorithm == "NONE" else algorithm)
+        style = algorithm_style(None if algorithm == "NONE" else algorithm)
         ny, nx = bgExp.bbox.shape
         control = BackgroundControl(style, nx, ny, UndersampleStyle.REDUCE_INTERP_ORDER)
         return single_background_list(BackgroundMI(bbox, bgExp, control), style)
