@@ -142,7 +142,7 @@ def prepare(task_name: str, combine_inputs: int):
     if task_name == "SkyCorrectionTask":
         from lsst.skyframes.build import CpSkyCombineTask
         from lsst.skyframes.correction import SkyCorrectionTask
-        from lsst.skyframes.demo import simulate_science_visit
+        from lsst.skyframes.simulate import simulate_science_visit
 
         sky = CpSkyCombineTask().run(inputBkgs=_residuals(camera, detector, plans[0], 5)).outputCalib
         visit = simulate_science_visit(camera, plans[1], seed=SEED + 1)
@@ -166,7 +166,7 @@ def child(task_name: str, combine_inputs: int) -> dict[str, object]:
     """Measure one quantum of ``task_name`` in this (fresh) process."""
     import lsst.skyframes.build  # noqa: F401
     import lsst.skyframes.correction  # noqa: F401
-    import lsst.skyframes.demo  # noqa: F401
+    import lsst.skyframes.simulate  # noqa: F401
 
     gc.collect()
     baseline, _ = rss_bytes()

@@ -23,15 +23,17 @@ from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
     register_correction_inputs,
 )
-from lsst.skyframes.demo import (
-    large_scale_residual,
-    put_science_visit,
-    simulate_science_visit,
-    visit_sky_level,
-)
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
-from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector
+from lsst.skyframes.simulate import (
+    ExposurePlan,
+    exposure_header,
+    plan_exposures,
+    put_science_visit,
+    simulate_detector,
+    simulate_science_visit,
+)
+from lsst.skyframes.truth import large_scale_residual, visit_sky_level
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "pipelines" / "BuildSkyFrame.yaml"

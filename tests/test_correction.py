@@ -38,11 +38,11 @@ from lsst.skyframes.correction import (
     SkyCorrectionTask,
     resolve_visit_model_config,
 )
-from lsst.skyframes.demo import large_scale_residual, simulate_science_visit, visit_sky_level
 from lsst.skyframes.errors import NoDataError
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.mosaic import MosaicGeometry, bin_image, focal_plane_mosaic
-from lsst.skyframes.simulate import ExposurePlan, plan_exposures, simulate_detector
+from lsst.skyframes.simulate import ExposurePlan, plan_exposures, simulate_detector, simulate_science_visit
+from lsst.skyframes.truth import large_scale_residual, visit_sky_level
 
 SEED = 17
 AMPLITUDE = 0.3

@@ -26,9 +26,8 @@ from conftest import (
 from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import define_visit_detectors, register_correction_inputs
-from lsst.skyframes.demo import simulate_science_visit
 from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo, insert_exposure
-from lsst.skyframes.simulate import ExposurePlan
+from lsst.skyframes.simulate import ExposurePlan, simulate_science_visit
 
 VISIT = 5000
 

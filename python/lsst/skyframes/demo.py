@@ -22,15 +22,7 @@ idempotent.
 
 from __future__ import annotations
 
-__all__ = [
-    "DemoSettings",
-    "ScienceDetector",
-    "large_scale_residual",
-    "put_science_visit",
-    "run_demo",
-    "simulate_science_visit",
-    "visit_sky_level",
-]
+__all__ = ["DemoSettings", "run_demo"]
 
 import dataclasses
 import json
@@ -45,29 +37,33 @@ import astropy.units
 import numpy as np
 
 from lsst.daf.butler import Butler, CollectionType, MissingCollectionError
-from lsst.images import Image, MaskedImage
 
-from .background import BackgroundList
 from .build import CpSkyImageConfig, resolve_focal_plane_config
 from .camera import Camera, make_synthetic_camera
 from .certify import certify_calibrations, certify_sky_frames
-from .correction import define_visit_detectors, register_correction_inputs
-from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .correction import register_correction_inputs
+from .focal_plane import FocalPlaneBackgroundConfig
 from .ingest import ingest_image, register_input
 from .mosaic import focal_plane_mosaic, plot_mosaics
 from .plotting import plot_focal_plane
-from .repo import calib_collection, create_repo, insert_exposure, register_camera
+from .repo import calib_collection, create_repo, register_camera
 from .simulate import (
     ExposurePlan,
-    SimulatedExposure,
+    ScienceDetector,
     exposure_header,
-    noiseless_sky,
     plan_exposures,
+    put_science_visit,
     simulate_detector,
+    simulate_science_visit,
 )
-from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask
-from .statistics import bin_edges, binned_statistics
-from .truth import expected_noise, good_pixel_counts, noiseless_sky_frames
+from .sky_measurement import SkyMeasurementConfig
+from .truth import (
+    expected_noise,
+    good_pixel_counts,
+    large_scale_residual,
+    noiseless_sky_frames,
+    visit_sky_level,
+)
 
 PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "BuildSkyFrame.yaml"
 APPLY_PIPELINE = PIPELINE.parent / "ApplySkyFrame.yaml"
@@ -126,152 +122,6 @@ class DemoSettings:
     def __post_init__(self) -> None:
         if self.n_components < 0:
             raise ValueError(f"n_components must be >= 0 (0 skips that section), not {self.n_components}.")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Science visits with known truth (used by the demo and the sky-correction tests)
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ScienceDetector:
-    """One detector of a simulated science visit, as a calibration pipeline hands it on.
-
-    Attributes
-    ----------
-    image : `lsst.images.MaskedImage`
-        The image with ``background`` subtracted (``preliminary_visit_image``).
-    background : `~lsst.skyframes.background.BackgroundList` or `None`
-        The per-detector background subtracted from it
-        (``preliminary_visit_image_background``), `None` if none was.
-    truth : `~lsst.skyframes.simulate.SimulatedExposure`
-        The simulation: noiseless ``sky`` and ``objects``.
-    """
-
-    image: MaskedImage
-    background: BackgroundList | None
-    truth: SimulatedExposure
-
-
-def simulate_science_visit(
-    camera: Camera,
-    plan: ExposurePlan,
-    *,
-    seed: int,
-    amplitude: float = 0.1,
-    detector_ids: Sequence[int] | None = None,
-    background_bin_size: int | None = 128,
-    **kwargs: Any,
-) -> dict[int, ScienceDetector]:
-    """Simulate a science visit and subtract a per-detector background from it.
-
-    Parameters
-    ----------
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
-    plan : `~lsst.skyframes.simulate.ExposurePlan`
-        Sky level, focal-plane gradient, filter and time of the visit.
-    seed : `int`
-        Base seed (`~lsst.skyframes.simulate.simulate_detector`).
-    amplitude : `float`, optional
-        Sky-frame pattern amplitude (the same patterns as the build data).
-    detector_ids : sequence of `int`, optional
-        Detectors to simulate; all by default.
-    background_bin_size : `int` or `None`, optional
-        Bin size of the per-detector background a calibration pipeline
-        would have subtracted (`SkyMeasurementTask.measureBackground`,
-        objects masked); `None` subtracts nothing.
-    **kwargs
-        Passed to `~lsst.skyframes.simulate.simulate_detector`.
-
-    Returns
-    -------
-    visit : `dict` [`int`, `ScienceDetector`]
-        Per detector id.
-    """
-    ids = camera.detector_ids if detector_ids is None else detector_ids
-    config = SkyMeasurementConfig()
-    if background_bin_size is not None:
-        config.background.xBinSize = config.background.yBinSize = background_bin_size
-    measure = SkyMeasurementTask(config=config)
-    visit = {}
-    for detector_id in ids:
-        truth = simulate_detector(camera[detector_id], plan, seed=seed, amplitude=amplitude, **kwargs)
-        image = truth.image.copy()
-        background = None
-        if background_bin_size is not None:
-            background = measure.measureBackground(image)
-            image.image.array -= background.getImage().array
-        visit[detector_id] = ScienceDetector(image=image, background=background, truth=truth)
-    return visit
-
-
-def visit_sky_level(
-    camera: Camera,
-    plan: ExposurePlan,
-    focal_plane_config: FocalPlaneBackgroundConfig,
-    amplitude: float = 0.1,
-    secondary_amplitude: float = 0.05,
-) -> float:
-    """Return a visit's sky level in the units of sky frames built from the same camera.
-
-    The build divides each exposure by the median of its merged focal-plane
-    background (`~lsst.skyframes.build.CpSkyScaleMeasureTask`); the same
-    median of the visit's noiseless sky is therefore the sky-frame scale a
-    perfect correction fits. It differs from ``plan.sky_level`` by the mean
-    of the patterns (here a few tenths of a percent).
-
-    Parameters
-    ----------
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
-    plan : `~lsst.skyframes.simulate.ExposurePlan`
-        The visit.
-    focal_plane_config : `FocalPlaneBackgroundConfig`
-        The build's resolved large-scale background configuration.
-    amplitude : `float`, optional
-        Pattern amplitude of the simulation.
-    secondary_amplitude : `float`, optional
-        Amplitude of the second pattern (used if ``plan.secondary_weight`` is not 0).
-    """
-    model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
-    for detector in camera:
-        sky = noiseless_sky(detector, plan, amplitude=amplitude, secondary_amplitude=secondary_amplitude)
-        model.addCcd(Image(sky.astype(np.float32)), detector)
-    stats = model.getStatsImage()
-    return float(np.median(stats[np.isfinite(stats)]))
-
-
-def large_scale_residual(
-    corrected: np.ndarray, truth: SimulatedExposure, bad: np.ndarray | None = None, bin_size: int = 32
-) -> np.ndarray:
-    """Return the large-scale residual sky of a corrected image against the truth.
-
-    Parameters
-    ----------
-    corrected : `numpy.ndarray`
-        The sky-corrected image (truth: objects and noise on a zero sky).
-    truth : `~lsst.skyframes.simulate.SimulatedExposure`
-        Its simulation; object pixels (``truth.image``'s DETECTED plane,
-        objects above 0.05 sigma of the sky noise) are left out.
-    bad : `numpy.ndarray`, optional
-        Further pixels to leave out (e.g. BAD).
-    bin_size : `int`, optional
-        Bin size in pixels.
-
-    Returns
-    -------
-    residual : `numpy.ndarray`
-        3-sigma clipped mean of every ``bin_size`` bin (afw bin layout),
-        whose truth is 0.
-    """
-    height, width = corrected.shape
-    skip = truth.image.mask.get("DETECTED").copy()
-    if bad is not None:
-        skip |= bad
-    x_edges = bin_edges(width, max(width // bin_size, 1))
-    y_edges = bin_edges(height, max(height // bin_size, 1))
-    return binned_statistics(corrected, skip, x_edges, y_edges, "MEANCLIP").value
 
 
 def _log(message: str) -> None:
@@ -437,56 +287,6 @@ def _visit_plans(
         )
         for index, weight in enumerate(secondary_weights)
     ]
-
-
-def put_science_visit(
-    butler: Butler, camera: Camera, plan: ExposurePlan, visit: dict[int, ScienceDetector], run: str
-) -> int:
-    """Store a simulated science visit as a calibration pipeline would leave it.
-
-    Defines the exposure and its one-to-one visit (with the
-    ``visit_detector_region`` records per-visit graphs need) and puts each
-    detector's ``preliminary_visit_image`` and
-    ``preliminary_visit_image_background`` into ``run`` unless already there.
-    The dataset types must be registered
-    (`~lsst.skyframes.correction.register_correction_inputs`).
-
-    Parameters
-    ----------
-    butler : `lsst.daf.butler.Butler`
-        Writeable butler.
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
-    plan : `~lsst.skyframes.simulate.ExposurePlan`
-        The visit's exposure.
-    visit : `dict` [`int`, `ScienceDetector`]
-        From `simulate_science_visit`.
-    run : `str`
-        RUN collection.
-
-    Returns
-    -------
-    n_new : `int`
-        Detectors newly stored.
-    """
-    insert_exposure(
-        butler,
-        camera,
-        exposure_id=plan.exposure_id,
-        physical_filter=plan.physical_filter,
-        day_obs=None,
-        obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
-        exposure_time_s=plan.exposure_time,
-    )
-    define_visit_detectors(butler, camera.instrument, plan.exposure_id, list(visit))
-    n_new = 0
-    for detector_id, science in visit.items():
-        data_id = {"instrument": camera.instrument, "visit": plan.exposure_id, "detector": detector_id}
-        if butler.find_dataset("preliminary_visit_image", data_id, collections=run) is None:
-            butler.put(science.image, "preliminary_visit_image", data_id, run=run)
-            butler.put(science.background, "preliminary_visit_image_background", data_id, run=run)
-            n_new += 1
-    return n_new
 
 
 def _ingest_visits(

@@ -1,13 +1,17 @@
 """Synthetic detector exposures with a known sky-frame pattern.
 
 Everything here is deterministic for a seed and returns its truth beside the
-data, so tests and the demo can score what the algorithms recover.
+data, so tests and the demo can score what the algorithms recover: exposures
+to build sky frames from (`simulate_detector`), and science visits as a
+calibration pipeline hands them on, with a per-detector background already
+subtracted (`simulate_science_visit`, stored by `put_science_visit`).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ExposurePlan",
+    "ScienceDetector",
     "SimulatedExposure",
     "SkyPattern",
     "detector_pattern",
@@ -15,19 +19,30 @@ __all__ = [
     "large_scale_field",
     "noiseless_sky",
     "plan_exposures",
+    "put_science_visit",
     "secondary_pattern",
     "simulate_detector",
     "simulate_exposure",
+    "simulate_science_visit",
     "two_pattern_sky",
 ]
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
+import astropy.time
 import numpy as np
 
+from lsst.daf.butler import Butler
 from lsst.images import Box, Image, Mask, MaskedImage
 
+from .background import BackgroundList
+from .camera import Camera
+from .ingest import define_visit_detectors
 from .mask_planes import default_mask_schema
+from .repo import insert_exposure
+from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,3 +578,131 @@ def _secondary_factor(p1: np.ndarray, pattern2: SkyPattern, weight: float) -> np
     # Zero mean over the detector: a constant part would be degenerate with
     # the sky level, leaving "weight" ill-defined.
     return 1.0 + weight * (p2 - p2.mean()) / p1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Science visits with known truth (used by the demo and the sky-correction tests)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScienceDetector:
+    """One detector of a simulated science visit, as a calibration pipeline hands it on.
+
+    Attributes
+    ----------
+    image : `lsst.images.MaskedImage`
+        The image with ``background`` subtracted (``preliminary_visit_image``).
+    background : `~lsst.skyframes.background.BackgroundList` or `None`
+        The per-detector background subtracted from it
+        (``preliminary_visit_image_background``), `None` if none was.
+    truth : `~lsst.skyframes.simulate.SimulatedExposure`
+        The simulation: noiseless ``sky`` and ``objects``.
+    """
+
+    image: MaskedImage
+    background: BackgroundList | None
+    truth: SimulatedExposure
+
+
+def simulate_science_visit(
+    camera: Camera,
+    plan: ExposurePlan,
+    *,
+    seed: int,
+    amplitude: float = 0.1,
+    detector_ids: Sequence[int] | None = None,
+    background_bin_size: int | None = 128,
+    **kwargs: Any,
+) -> dict[int, ScienceDetector]:
+    """Simulate a science visit and subtract a per-detector background from it.
+
+    Parameters
+    ----------
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    plan : `~lsst.skyframes.simulate.ExposurePlan`
+        Sky level, focal-plane gradient, filter and time of the visit.
+    seed : `int`
+        Base seed (`~lsst.skyframes.simulate.simulate_detector`).
+    amplitude : `float`, optional
+        Sky-frame pattern amplitude (the same patterns as the build data).
+    detector_ids : sequence of `int`, optional
+        Detectors to simulate; all by default.
+    background_bin_size : `int` or `None`, optional
+        Bin size of the per-detector background a calibration pipeline
+        would have subtracted (`SkyMeasurementTask.measureBackground`,
+        objects masked); `None` subtracts nothing.
+    **kwargs
+        Passed to `~lsst.skyframes.simulate.simulate_detector`.
+
+    Returns
+    -------
+    visit : `dict` [`int`, `ScienceDetector`]
+        Per detector id.
+    """
+    ids = camera.detector_ids if detector_ids is None else detector_ids
+    config = SkyMeasurementConfig()
+    if background_bin_size is not None:
+        config.background.xBinSize = config.background.yBinSize = background_bin_size
+    measure = SkyMeasurementTask(config=config)
+    visit = {}
+    for detector_id in ids:
+        truth = simulate_detector(camera[detector_id], plan, seed=seed, amplitude=amplitude, **kwargs)
+        image = truth.image.copy()
+        background = None
+        if background_bin_size is not None:
+            background = measure.measureBackground(image)
+            image.image.array -= background.getImage().array
+        visit[detector_id] = ScienceDetector(image=image, background=background, truth=truth)
+    return visit
+
+
+def put_science_visit(
+    butler: Butler, camera: Camera, plan: ExposurePlan, visit: dict[int, ScienceDetector], run: str
+) -> int:
+    """Store a simulated science visit as a calibration pipeline would leave it.
+
+    Defines the exposure and its one-to-one visit (with the
+    ``visit_detector_region`` records per-visit graphs need) and puts each
+    detector's ``preliminary_visit_image`` and
+    ``preliminary_visit_image_background`` into ``run`` unless already there.
+    The dataset types must be registered
+    (`~lsst.skyframes.correction.register_correction_inputs`).
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler.
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    plan : `~lsst.skyframes.simulate.ExposurePlan`
+        The visit's exposure.
+    visit : `dict` [`int`, `ScienceDetector`]
+        From `simulate_science_visit`.
+    run : `str`
+        RUN collection.
+
+    Returns
+    -------
+    n_new : `int`
+        Detectors newly stored.
+    """
+    insert_exposure(
+        butler,
+        camera,
+        exposure_id=plan.exposure_id,
+        physical_filter=plan.physical_filter,
+        day_obs=None,
+        obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
+        exposure_time_s=plan.exposure_time,
+    )
+    define_visit_detectors(butler, camera.instrument, plan.exposure_id, list(visit))
+    n_new = 0
+    for detector_id, science in visit.items():
+        data_id = {"instrument": camera.instrument, "visit": plan.exposure_id, "detector": detector_id}
+        if butler.find_dataset("preliminary_visit_image", data_id, collections=run) is None:
+            butler.put(science.image, "preliminary_visit_image", data_id, run=run)
+            butler.put(science.background, "preliminary_visit_image_background", data_id, run=run)
+            n_new += 1
+    return n_new

@@ -12,7 +12,13 @@ combination) are checked against analytic fields in their own tests.
 
 from __future__ import annotations
 
-__all__ = ["expected_noise", "good_pixel_counts", "noiseless_sky_frames"]
+__all__ = [
+    "expected_noise",
+    "good_pixel_counts",
+    "large_scale_residual",
+    "noiseless_sky_frames",
+    "visit_sky_level",
+]
 
 from collections.abc import Sequence
 
@@ -23,9 +29,9 @@ from lsst.images import Image, MaskedImage
 from .camera import Camera
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .mask_planes import default_mask_schema
-from .simulate import ExposurePlan, detector_pattern, large_scale_field
+from .simulate import ExposurePlan, SimulatedExposure, detector_pattern, large_scale_field, noiseless_sky
 from .sky_measurement import measurement_bin_edges
-from .statistics import bad_pixel_mask, binned_statistics
+from .statistics import bad_pixel_mask, bin_edges, binned_statistics
 
 
 def _noiseless_sky(camera: Camera, plan: ExposurePlan, amplitude: float) -> dict[int, np.ndarray]:
@@ -141,3 +147,71 @@ def expected_noise(levels: Sequence[float], good_counts: Sequence[np.ndarray]) -
         information += np.where(measured, 1.0 / (level * np.maximum(counts, 1)), 0.0)
         used += measured
     return np.sqrt(information) / np.maximum(used, 1)
+
+
+def visit_sky_level(
+    camera: Camera,
+    plan: ExposurePlan,
+    focal_plane_config: FocalPlaneBackgroundConfig,
+    amplitude: float = 0.1,
+    secondary_amplitude: float = 0.05,
+) -> float:
+    """Return a visit's sky level in the units of sky frames built from the same camera.
+
+    The build divides each exposure by the median of its merged focal-plane
+    background (`~lsst.skyframes.build.CpSkyScaleMeasureTask`); the same
+    median of the visit's noiseless sky is therefore the sky-frame scale a
+    perfect correction fits. It differs from ``plan.sky_level`` by the mean
+    of the patterns (here a few tenths of a percent).
+
+    Parameters
+    ----------
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    plan : `~lsst.skyframes.simulate.ExposurePlan`
+        The visit.
+    focal_plane_config : `FocalPlaneBackgroundConfig`
+        The build's resolved large-scale background configuration.
+    amplitude : `float`, optional
+        Pattern amplitude of the simulation.
+    secondary_amplitude : `float`, optional
+        Amplitude of the second pattern (used if ``plan.secondary_weight`` is not 0).
+    """
+    model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
+    for detector in camera:
+        sky = noiseless_sky(detector, plan, amplitude=amplitude, secondary_amplitude=secondary_amplitude)
+        model.addCcd(Image(sky.astype(np.float32)), detector)
+    stats = model.getStatsImage()
+    return float(np.median(stats[np.isfinite(stats)]))
+
+
+def large_scale_residual(
+    corrected: np.ndarray, truth: SimulatedExposure, bad: np.ndarray | None = None, bin_size: int = 32
+) -> np.ndarray:
+    """Return the large-scale residual sky of a corrected image against the truth.
+
+    Parameters
+    ----------
+    corrected : `numpy.ndarray`
+        The sky-corrected image (truth: objects and noise on a zero sky).
+    truth : `~lsst.skyframes.simulate.SimulatedExposure`
+        Its simulation; object pixels (``truth.image``'s DETECTED plane,
+        objects above 0.05 sigma of the sky noise) are left out.
+    bad : `numpy.ndarray`, optional
+        Further pixels to leave out (e.g. BAD).
+    bin_size : `int`, optional
+        Bin size in pixels.
+
+    Returns
+    -------
+    residual : `numpy.ndarray`
+        3-sigma clipped mean of every ``bin_size`` bin (afw bin layout),
+        whose truth is 0.
+    """
+    height, width = corrected.shape
+    skip = truth.image.mask.get("DETECTED").copy()
+    if bad is not None:
+        skip |= bad
+    x_edges = bin_edges(width, max(width // bin_size, 1))
+    y_edges = bin_edges(height, max(height // bin_size, 1))
+    return binned_statistics(corrected, skip, x_edges, y_edges, "MEANCLIP").value
