@@ -22,14 +22,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import astropy.time
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 from lsst.images import MaskedImage
 
 from lsst.skyframes.camera import Camera, DetectorGeometry, make_synthetic_camera
-from lsst.skyframes.ingest import ingest_image
-from lsst.skyframes.repo import calib_collection, create_repo, register_camera
+from lsst.skyframes.ingest import ingest_image, register_input
+from lsst.skyframes.repo import calib_collection, create_repo, insert_exposure, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -384,20 +385,34 @@ def make_synthetic_repo(
     *,
     db_url: str | None = None,
     n_exposures: int = N_EXPOSURES,
-    edit: Callable[[DetectorGeometry, ExposurePlan, MaskedImage], None] | None = None,
+    spoil: Callable[[DetectorGeometry, ExposurePlan, MaskedImage], bool] | None = None,
 ) -> SyntheticRepo:
     """Create a repository, register a 2x2 camera and ingest simulated inputs into ``raw``.
 
-    ``edit(detector, plan, image)``, if given, may change each image in place before it is
-    ingested (e.g. to spoil one exposure).
+    ``spoil(detector, plan, image)``, if given, may make an image unusable in place (e.g.
+    every pixel NaN) and returns True if it did. Ingest rightly refuses such an image, but
+    a processing pipeline can still write one: it is stored with ``butler.put``, its
+    exposure defined as ingest would.
     """
     camera = make_synthetic_camera(n_x=2, n_y=2, size=DETECTOR_SIZE, gap_px=16)
     plans = plan_exposures(n_exposures, camera.physical_filters[0], seed=SEED)
     butler = create_repo(str(root), db_url=db_url)
     register_camera(butler, camera)
+    register_input(butler, RAW_RUN)
     for detector, plan, image in simulate_inputs(camera, plans):
-        if edit is not None:
-            edit(detector, plan, image)
+        if spoil is not None and spoil(detector, plan, image):
+            insert_exposure(
+                butler,
+                camera,
+                exposure_id=plan.exposure_id,
+                physical_filter=plan.physical_filter,
+                day_obs=None,
+                obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
+                exposure_time_s=plan.exposure_time,
+            )
+            data_id = {"instrument": camera.instrument, "exposure": plan.exposure_id, "detector": detector.id}
+            butler.put(image, "post_isr_image", data_id, run=RAW_RUN)
+            continue
         ingest_image(
             butler,
             camera,

@@ -26,16 +26,18 @@ NAN_DETECTOR = (1003, 1)  # one detector of an otherwise good exposure
 DROP_REASON = "none of the exposure's 4 detector(s) has a usable pixel"
 
 
-def _spoil(detector, plan, image) -> None:
+def _spoil(detector, plan, image) -> bool:
     if plan.exposure_id == NAN_EXPOSURE or (plan.exposure_id, detector.id) == NAN_DETECTOR:
         image.image.array[...] = np.nan
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """The spoilt repository, a build of everything, and a build without the NaN exposure."""
     repo = make_synthetic_repo(
-        tmp_path_factory.mktemp("bad-exposure") / "repo", n_exposures=N_EXPOSURES, edit=_spoil
+        tmp_path_factory.mktemp("bad-exposure") / "repo", n_exposures=N_EXPOSURES, spoil=_spoil
     )
     assert [plan.exposure_id for plan in repo.plans] == EXPOSURES
     everything = check(
