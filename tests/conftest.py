@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import astropy.time
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
@@ -30,8 +29,14 @@ from lsst.images import MaskedImage
 
 from lsst.skyframes.camera import Camera, DetectorGeometry, make_synthetic_camera
 from lsst.skyframes.ingest import ingest_image, register_input
-from lsst.skyframes.repo import calib_collection, create_repo, insert_exposure, register_camera
-from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector
+from lsst.skyframes.repo import calib_collection, create_repo, register_camera
+from lsst.skyframes.simulate import (
+    ExposurePlan,
+    define_planned_exposure,
+    exposure_header,
+    plan_exposures,
+    simulate_detector,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_PIPELINE = ROOT / "pipelines" / "BuildSkyFrame.yaml"
@@ -401,15 +406,7 @@ def make_synthetic_repo(
     register_input(butler, RAW_RUN)
     for detector, plan, image in simulate_inputs(camera, plans):
         if spoil is not None and spoil(detector, plan, image):
-            insert_exposure(
-                butler,
-                camera,
-                exposure_id=plan.exposure_id,
-                physical_filter=plan.physical_filter,
-                day_obs=None,
-                obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
-                exposure_time_s=plan.exposure_time,
-            )
+            define_planned_exposure(butler, camera, plan)
             data_id = {"instrument": camera.instrument, "exposure": plan.exposure_id, "detector": detector.id}
             butler.put(image, "post_isr_image", data_id, run=RAW_RUN)
             continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 
-import astropy.time
 import numpy as np
 import pytest
 from lsst.daf.butler import Config
@@ -26,8 +25,8 @@ from conftest import (
 from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import define_visit_detectors, register_correction_inputs
-from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo, insert_exposure
-from lsst.skyframes.simulate import ExposurePlan, simulate_science_visit
+from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo
+from lsst.skyframes.simulate import ExposurePlan, define_planned_exposure, simulate_science_visit
 
 VISIT = 5000
 
@@ -84,15 +83,7 @@ def test_apply_pipeline_on_postgres(pg_repo):
         gradient=(8e-4, -5e-4),
         obs_start="2026-11-20T03:00:00",
     )
-    insert_exposure(
-        butler,
-        camera,
-        exposure_id=VISIT,
-        physical_filter=plan.physical_filter,
-        day_obs=None,
-        obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
-        exposure_time_s=plan.exposure_time,
-    )
+    define_planned_exposure(butler, camera, plan)
     register_correction_inputs(butler, "visits")
     visit = simulate_science_visit(camera, plan, seed=SEED + 1, n_stars=10, n_galaxies=2)
     define_visit_detectors(butler, camera.instrument, VISIT, list(visit))

@@ -14,6 +14,7 @@ __all__ = [
     "ScienceDetector",
     "SimulatedExposure",
     "SkyPattern",
+    "define_planned_exposure",
     "detector_pattern",
     "exposure_header",
     "large_scale_field",
@@ -658,6 +659,29 @@ def simulate_science_visit(
     return visit
 
 
+def define_planned_exposure(butler: Butler, camera: Camera, plan: ExposurePlan) -> None:
+    """Define a planned exposure and its one-to-one visit in a repository, as ingest would.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable butler where ``camera`` is registered.
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    plan : `ExposurePlan`
+        The exposure (id, filter, start time as UTC, exposure time).
+    """
+    insert_exposure(
+        butler,
+        camera,
+        exposure_id=plan.exposure_id,
+        physical_filter=plan.physical_filter,
+        day_obs=None,
+        obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
+        exposure_time_s=plan.exposure_time,
+    )
+
+
 def put_science_visit(
     butler: Butler, camera: Camera, plan: ExposurePlan, visit: dict[int, ScienceDetector], run: str
 ) -> int:
@@ -688,15 +712,7 @@ def put_science_visit(
     n_new : `int`
         Detectors newly stored.
     """
-    insert_exposure(
-        butler,
-        camera,
-        exposure_id=plan.exposure_id,
-        physical_filter=plan.physical_filter,
-        day_obs=None,
-        obs_start=astropy.time.Time(plan.obs_start, scale="utc"),
-        exposure_time_s=plan.exposure_time,
-    )
+    define_planned_exposure(butler, camera, plan)
     define_visit_detectors(butler, camera.instrument, plan.exposure_id, list(visit))
     n_new = 0
     for detector_id, science in visit.items():
