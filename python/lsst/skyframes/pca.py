@@ -55,6 +55,7 @@ from lsst.pex.config import Config, ConfigurableField, Field, RangeField
 from lsst.pipe.base import Struct, Task
 from lsst.utils.timer import timeMethod
 
+from ._least_squares import clipped_least_squares
 from .background import BackgroundList
 from .errors import BoxMismatchError, NoDataError, ProblemTooLargeError
 from .images import image_and_mask, require_same_bbox
@@ -672,8 +673,9 @@ def fit_component_scales(
     -----
     Linear least squares without intercept over every detector's samples;
     ``skyIter`` rounds reject samples whose residual exceeds ``skyRej`` ×
-    0.741 × IQR of the kept residuals, cumulatively, as
-    `SkyMeasurementTask.solveScales` does for one template.
+    0.741 × IQR of the kept residuals, cumulatively: the fit of
+    `SkyMeasurementTask.solveScales` (the same code), which with one
+    template gives the same number bit for bit.
     """
     config = sky_config if sky_config is not None else SkyMeasurementConfig()
     if len(images) != len(templates_per_detector):
@@ -692,29 +694,17 @@ def fit_component_scales(
         y, x = _component_samples(image, [_as_background(t) for t in templates], config)
         ys.append(y)
         xs.append(x)
-    y, x = np.concatenate(ys), np.concatenate(xs)
-    keep = np.isfinite(y) & np.isfinite(x).all(axis=1)
-    n = x.shape[1]
-
-    def solve(selected: np.ndarray) -> np.ndarray:
-        if selected.sum() < n:
-            raise NoDataError(
-                f"fit_component_scales: {int(selected.sum())} usable samples for {n} components; "
-                "check the image masks or use more sample boxes (xNumSamples, yNumSamples)."
-            )
-        return np.linalg.lstsq(x[selected], y[selected], rcond=None)[0]
-
-    for _ in range(config.skyIter):
-        coefficients = solve(keep)
-        residuals = y - x @ coefficients
-        lower, upper = np.percentile(residuals[keep], [25, 75])
-        with np.errstate(invalid="ignore"):
-            remaining = keep & ~(np.abs(residuals) > config.skyRej * _IQR_TO_SIGMA * (upper - lower))
-        if remaining.sum() < n:
-            # A perfect fit rejects round-off; keep what we have.
-            break
-        keep = remaining
-    return solve(keep)
+    return clipped_least_squares(
+        np.concatenate(ys),
+        np.concatenate(xs),
+        n_iter=config.skyIter,
+        rejection=config.skyRej,
+        iqr_to_sigma=_IQR_TO_SIGMA,
+        too_few_message=lambda kept, components: (
+            f"fit_component_scales: {kept} usable samples for {components} components; "
+            "check the image masks or use more sample boxes (xNumSamples, yNumSamples)."
+        ),
+    )
 
 
 def subtract_components(
