@@ -11,6 +11,7 @@ from lsst.skyframes._least_squares import clipped_least_squares
 from lsst.skyframes.errors import NoDataError
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.pca import fit_component_scales
+from lsst.skyframes.sky_measurement import REFERENCE_IQR_TO_SIGMA
 
 
 def samples(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +32,7 @@ def fit(image: np.ndarray, sky: np.ndarray, config: SkyMeasurementConfig) -> np.
         sky,
         n_iter=config.skyIter,
         rejection=config.skyRej,
-        iqr_to_sigma=0.741,
+        iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
         too_few_message=lambda kept, components: "too few",
     )
 
@@ -79,7 +80,12 @@ def test_several_components_reject_outliers():
     y = x @ truth + rng.normal(0.0, 1e-3, 200)
     y[[4, 50, 120]] += [5.0, -7.0, 3.0]
     coefficients = clipped_least_squares(
-        y, x, n_iter=3, rejection=3.0, iqr_to_sigma=0.741, too_few_message=lambda kept, components: "x"
+        y,
+        x,
+        n_iter=3,
+        rejection=3.0,
+        iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
+        too_few_message=lambda kept, components: "x",
     )
     np.testing.assert_allclose(coefficients, truth, atol=1e-3)
 
@@ -94,10 +100,10 @@ def test_too_few_and_zero_templates():
             np.ones((2, 2)),
             n_iter=3,
             rejection=3.0,
-            iqr_to_sigma=0.741,
+            iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
             too_few_message=message,
         )
-    zero = {"n_iter": 3, "rejection": 3.0, "iqr_to_sigma": 0.741, "too_few_message": message}
+    zero = {"n_iter": 3, "rejection": 3.0, "iqr_to_sigma": REFERENCE_IQR_TO_SIGMA, "too_few_message": message}
     with pytest.raises(NoDataError, match="all zero"):
         clipped_least_squares(np.ones(4), np.zeros(4), zero_message="all zero", **zero)
     # Without a message the coefficient of a zero template is 0, as lstsq's minimum-norm answer.

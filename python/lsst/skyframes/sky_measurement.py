@@ -10,6 +10,7 @@ place of afw's.
 from __future__ import annotations
 
 __all__ = [
+    "REFERENCE_IQR_TO_SIGMA",
     "BackgroundConfig",
     "SkyMeasurementConfig",
     "SkyMeasurementTask",
@@ -47,6 +48,14 @@ from .statistics import (
     binned_statistics,
     stack_statistics,
 )
+
+REFERENCE_IQR_TO_SIGMA = 0.741
+"""Sigma per unit inter-quartile range in the scale fit of `SkyMeasurementTask.solveScales`.
+
+The reference's solveScales uses the literal 0.741, not the Gaussian ratio
+`~lsst.skyframes.statistics.IQR_TO_SIGMA` (0.7413011...); it is kept so that
+the rejection, and hence the fitted scale, is the reference's to the last bit.
+"""
 
 _STATISTICS = {
     "MEANCLIP": "Clipped mean: median/IQR first pass, then mean/sigma passes.",
@@ -387,7 +396,8 @@ class SkyMeasurementTask(Task):
         -------
         scale : `float`
             Least-squares scale with no intercept, after ``skyIter`` rounds of
-            cumulative rejection at ``skyRej`` × 0.741 × IQR of the residuals.
+            cumulative rejection at ``skyRej`` × 0.741 × IQR of the residuals
+            (`REFERENCE_IQR_TO_SIGMA`).
 
         Raises
         ------
@@ -415,7 +425,7 @@ class SkyMeasurementTask(Task):
             sky_values,
             n_iter=self.config.skyIter,
             rejection=self.config.skyRej,
-            iqr_to_sigma=0.741,
+            iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
             too_few_message=lambda kept, components: (
                 f"solveScales: none of the {len(image_values)} sample pairs is finite in both image and sky "
                 "frame; check the image masks and that the sky frame has no NaN bins."
