@@ -27,12 +27,10 @@ __all__ = ["FPBG_VERSION", "FocalPlaneBackground", "FocalPlaneBackgroundConfig"]
 import math
 import os
 import tempfile
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from numba import njit, prange
 from scipy.ndimage import gaussian_filter
 
@@ -51,7 +49,7 @@ from .interpolate import (
     stringToInterpStyle,
 )
 from .mask_planes import default_mask_schema
-from .persistence import check_fits_sizes
+from .persistence import read_fits_safely
 from .statistics import Property, bad_pixel_mask, binned_statistics, labelled_statistics
 
 if TYPE_CHECKING:
@@ -609,22 +607,15 @@ class FocalPlaneBackground:
             match the grid; the message names the file.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise BackgroundFileError(f"FocalPlaneBackground file not found: {path}")
-        try:
-            with warnings.catch_warnings():
-                # astropy only warns about truncation and bad cards; here they are errors.
-                warnings.simplefilter("error", AstropyUserWarning)
-                warnings.simplefilter("error", fits.verify.VerifyWarning)
-                # VALUES and NUMBERS are compared with NX/NY only once read; a header claiming a
-                # huge (e.g. compressed) array must be refused before astropy allocates it.
-                check_fits_sizes(path, BackgroundFileError)
-                with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                    return cls._from_hdus(path, hdul)
-        except BackgroundFileError:
-            raise
-        except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
-            raise BackgroundFileError(f"Cannot read FocalPlaneBackground file {path}: {err}") from err
+        # VALUES and NUMBERS are compared with NX/NY only once read; a header claiming a
+        # huge (e.g. compressed) array is refused before astropy allocates it.
+        return read_fits_safely(
+            path,
+            lambda hdul: cls._from_hdus(path, hdul),
+            BackgroundFileError,
+            failure="Cannot read FocalPlaneBackground file {path}: {err}",
+            not_found="FocalPlaneBackground file not found: {path}",
+        )
 
     @classmethod
     def _from_hdus(cls, path: str, hdul: fits.HDUList) -> FocalPlaneBackground:

@@ -12,12 +12,19 @@ Image HDUs record their pixel origin as afw does (``LTV1``/``LTV2`` and the
 
 from __future__ import annotations
 
-__all__ = ["FITS_SCHEMA_KEYS", "check_fits_sizes", "read_background_list", "write_background_list"]
+__all__ = [
+    "FITS_SCHEMA_KEYS",
+    "check_fits_sizes",
+    "read_background_list",
+    "read_fits_safely",
+    "write_background_list",
+]
 
 import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -265,6 +272,68 @@ def check_fits_sizes(path: str, error: type[SkyFramesError]) -> None:
                 raise error(f"HDU {index}{name} of {path}: {problem}")
 
 
+def read_fits_safely[T](
+    path: str,
+    read: Callable[[fits.HDUList], T],
+    error: type[SkyFramesError],
+    *,
+    failure: str,
+    not_found: str | None = None,
+) -> T:
+    """Open a FITS file with bounded reads and strict warnings, and read it.
+
+    The one way skyframes opens a FITS file it did not just write: the file
+    is refused if a header claims more data than it holds
+    (`check_fits_sizes`, before any data is read), astropy's truncation and
+    bad-card warnings are errors, and any failure of astropy or of ``read``
+    becomes the caller's ``error``.
+
+    Parameters
+    ----------
+    path : `str`
+        The FITS file.
+    read : callable
+        Called with the open `astropy.io.fits.HDUList` (not memory-mapped,
+        every header loaded); its result is returned.  It may raise
+        ``error`` itself, which passes unchanged.
+    error : `type` [`~lsst.skyframes.errors.SkyFramesError`]
+        The caller's exception class (e.g.
+        `~lsst.skyframes.errors.BackgroundFileError`).
+    failure : `str`
+        Message of ``error`` for any other failure while opening or
+        reading; ``{path}`` and ``{err}`` (the underlying exception) are
+        filled in.
+    not_found : `str`, optional
+        If given, message of ``error`` (``{path}`` filled in) when ``path``
+        is not a file; otherwise the caller checks that itself.
+
+    Returns
+    -------
+    result
+        What ``read`` returns.
+
+    Raises
+    ------
+    SkyFramesError
+        An instance of ``error``, as described above.
+    """
+    if not_found is not None and not os.path.isfile(path):
+        raise error(not_found.format(path=path))
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about truncation and bad cards (VerifyWarning derives from
+            # AstropyUserWarning); here they are errors.
+            warnings.simplefilter("error", AstropyUserWarning)
+            check_fits_sizes(path, error)
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                return read(hdul)
+    except error:
+        raise
+    # IndexError: astropy's decompressor on tiles that do not match their header.
+    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
+        raise error(failure.format(path=path, err=err)) from err
+
+
 def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
     """Read a BackgroundList FITS file in afw's layout.
 
@@ -290,29 +359,26 @@ def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
     from .background import BackgroundControl, BackgroundList, BackgroundMI
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BackgroundFileError(f"BackgroundList file not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            # astropy only warns about truncation and bad cards; here they are errors.
-            warnings.simplefilter("error", AstropyUserWarning)
-            warnings.simplefilter("error", fits.verify.VerifyWarning)
-            check_fits_sizes(path, BackgroundFileError)
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                n_hdus = len(hdul)
-                if n_hdus == 0 or n_hdus % 3 != 0:
-                    raise BackgroundFileError(
-                        f"BackgroundList file {path} has {n_hdus} HDUs; a BackgroundList has three per "
-                        "element (image, mask, variance). The file is truncated or not a background list."
-                    )
-                result = BackgroundList()
-                for first in range(0, n_hdus, 3):
-                    result.append(_read_element(path, hdul, first, BackgroundMI, BackgroundControl))
-    except BackgroundFileError:
-        raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
-        raise BackgroundFileError(f"Cannot read BackgroundList file {path}: {err}") from err
-    return result
+
+    def read(hdul: fits.HDUList) -> BackgroundList:
+        n_hdus = len(hdul)
+        if n_hdus == 0 or n_hdus % 3 != 0:
+            raise BackgroundFileError(
+                f"BackgroundList file {path} has {n_hdus} HDUs; a BackgroundList has three per "
+                "element (image, mask, variance). The file is truncated or not a background list."
+            )
+        result = BackgroundList()
+        for first in range(0, n_hdus, 3):
+            result.append(_read_element(path, hdul, first, BackgroundMI, BackgroundControl))
+        return result
+
+    return read_fits_safely(
+        path,
+        read,
+        BackgroundFileError,
+        failure="Cannot read BackgroundList file {path}: {err}",
+        not_found="BackgroundList file not found: {path}",
+    )
 
 
 def _read_element(path: str, hdul: fits.HDUList, first: int, bg_cls: type, control_cls: type) -> tuple:
