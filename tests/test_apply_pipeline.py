@@ -16,7 +16,7 @@ import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
 from conftest import tool, tool_env
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import (
@@ -29,6 +29,7 @@ from lsst.skyframes.demo import (
     simulate_science_visit,
     visit_sky_level,
 )
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, plan_exposures, simulate_detector

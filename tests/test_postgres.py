@@ -23,10 +23,11 @@ from conftest import (
     tool,
     tool_env,
 )
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import define_visit_detectors, register_correction_inputs
 from lsst.skyframes.demo import simulate_science_visit
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo, insert_exposure
 from lsst.skyframes.simulate import ExposurePlan
 

@@ -48,11 +48,11 @@ from lsst.daf.butler import Butler, CollectionType, MissingCollectionError
 from lsst.images import Image, MaskedImage
 
 from .background import BackgroundList
-from .build import CpSkyImageConfig, resolve_focal_plane_config
+from .build import CpSkyImageConfig
 from .camera import Camera, make_synthetic_camera
 from .certify import certify_calibrations, certify_sky_frames
 from .correction import define_visit_detectors, register_correction_inputs
-from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig, resolve_focal_plane_config
 from .ingest import ingest_image, register_input
 from .mosaic import focal_plane_mosaic, plot_mosaics
 from .plotting import plot_focal_plane

@@ -22,7 +22,14 @@ is persisted as FITS (`FocalPlaneBackground.writeFits`) rather than pickled.
 
 from __future__ import annotations
 
-__all__ = ["FPBG_VERSION", "FocalPlaneBackground", "FocalPlaneBackgroundConfig"]
+__all__ = [
+    "FPBG_VERSION",
+    "FocalPlaneBackground",
+    "FocalPlaneBackgroundConfig",
+    "SkyFocalPlaneConfig",
+    "resolve_focal_plane_config",
+    "resolve_visit_model_config",
+]
 
 import math
 import os
@@ -105,6 +112,100 @@ class FocalPlaneBackgroundConfig(Config):
     binning = RangeField[int](
         doc="Binning of the per-detector background models, in pixels.", default=64, min=1
     )
+
+
+class SkyFocalPlaneConfig(FocalPlaneBackgroundConfig):
+    """`FocalPlaneBackgroundConfig` whose sizes may come from the camera.
+
+    ``xSize``, ``ySize`` and ``pixelSize`` left as `None` are filled in by
+    `resolve_focal_plane_config`: bins one detector wide and high, in the
+    camera's pixel size.
+    """
+
+    xSize = Field[float](
+        doc="Bin size in x (focal-plane mm); None: the widest detector's width.", default=None, optional=True
+    )
+    ySize = Field[float](
+        doc="Bin size in y (focal-plane mm); None: the tallest detector's height.",
+        default=None,
+        optional=True,
+    )
+    pixelSize = Field[float](
+        doc="Pixel size (focal-plane mm); None: the camera's most common pixel size.",
+        default=None,
+        optional=True,
+    )
+
+    def validate(self) -> None:
+        # Check every other field; unset sizes are resolved against the camera at run time.
+        resolved = FocalPlaneBackgroundConfig()
+        for name in resolved._fields:
+            value = getattr(self, name)
+            setattr(resolved, name, value if value is not None else 1.0)
+        resolved.validate()
+
+
+def resolve_focal_plane_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of ``config`` with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Configuration with possibly `None` ``xSize``, ``ySize``, ``pixelSize``.
+    camera : `Camera`
+        Camera whose detectors set the defaults: the largest detector width
+        and height in millimetres, and the most common pixel size.
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is not modified.
+    """
+    resolved = FocalPlaneBackgroundConfig()
+    for name in resolved._fields:
+        setattr(resolved, name, getattr(config, name))
+    detectors = list(camera)
+    sizes = [d.pixel_size_mm for d in detectors]
+    if resolved.pixelSize is None:
+        resolved.pixelSize = max(set(sizes), key=sizes.count)
+    if resolved.xSize is None:
+        resolved.xSize = max(d.width * d.pixel_size_mm for d in detectors)
+    if resolved.ySize is None:
+        resolved.ySize = max(d.height * d.pixel_size_mm for d in detectors)
+    resolved.validate()
+    return resolved
+
+
+def resolve_visit_model_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera, detectorsPerBin: float
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of a focal-plane config with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Possibly with `None` ``xSize``, ``ySize``, ``pixelSize``
+        (`SkyFocalPlaneConfig`).
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    detectorsPerBin : `float`
+        Unset bin sizes become this many of the largest detector's width
+        (height).
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is unchanged.
+    """
+    resolved = resolve_focal_plane_config(config, camera)
+    if config.xSize is None:
+        resolved.xSize = resolved.xSize * detectorsPerBin
+    if config.ySize is None:
+        resolved.ySize = resolved.ySize * detectorsPerBin
+    resolved.validate()
+    return resolved
 
 
 # Header keys of the config fields (FITS keys are at most eight characters).
