@@ -33,7 +33,6 @@ __all__ = [
     "SkyCorrectionConfig",
     "SkyCorrectionConnections",
     "SkyCorrectionTask",
-    "define_visit_detectors",
     "register_correction_inputs",
 ]
 
@@ -68,7 +67,6 @@ from .focal_plane import (
     resolve_visit_model_config,
 )
 from .images import image_and_mask, require_same_bbox
-from .ingest import define_visit_detectors
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components

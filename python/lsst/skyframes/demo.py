@@ -51,9 +51,9 @@ from .background import BackgroundList
 from .build import CpSkyImageConfig
 from .camera import Camera, make_synthetic_camera
 from .certify import certify_calibrations, certify_sky_frames
-from .correction import define_visit_detectors, register_correction_inputs
+from .correction import register_correction_inputs
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig, resolve_focal_plane_config
-from .ingest import ingest_image, register_input
+from .ingest import define_visit_detectors, ingest_image, register_input
 from .mosaic import focal_plane_mosaic, plot_mosaics
 from .plotting import plot_focal_plane
 from .repo import calib_collection, create_repo, insert_exposure, register_camera
