@@ -179,9 +179,12 @@ def stack_benchmarks(repeat, results, seed=7):
 
 def focal_plane_benchmark(mi, repeat, results):
     """Time FocalPlaneBackground.addCcd of one 4096 x 4096 detector."""
-    from lsst.skyframes.build import SkyFocalPlaneConfig, resolve_focal_plane_config
     from lsst.skyframes.camera import make_synthetic_camera
-    from lsst.skyframes.focal_plane import FocalPlaneBackground
+    from lsst.skyframes.focal_plane import (
+        FocalPlaneBackground,
+        SkyFocalPlaneConfig,
+        resolve_focal_plane_config,
+    )
 
     height, width = mi.bbox.shape
     camera = make_synthetic_camera(size=width)
@@ -199,9 +202,12 @@ def focal_plane_benchmark(mi, repeat, results):
 def startup_child() -> None:
     """In a fresh process: time the first and later calls, print JSON."""
     t0 = time.perf_counter()
-    from lsst.skyframes.build import SkyFocalPlaneConfig, resolve_focal_plane_config
     from lsst.skyframes.camera import make_synthetic_camera
-    from lsst.skyframes.focal_plane import FocalPlaneBackground
+    from lsst.skyframes.focal_plane import (
+        FocalPlaneBackground,
+        SkyFocalPlaneConfig,
+        resolve_focal_plane_config,
+    )
     from lsst.skyframes.sky_measurement import SkyMeasurementConfig, SkyMeasurementTask
     from lsst.skyframes.statistics import stack_statistics
 

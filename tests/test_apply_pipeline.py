@@ -16,13 +16,14 @@ import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
 
 from conftest import tool, tool_env
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
     register_correction_inputs,
 )
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import (

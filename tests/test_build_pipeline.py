@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import write_processed_fits
 from lsst.skyframes.repo import calib_collection
 from lsst.skyframes.simulate import exposure_header, plan_exposures, simulate_detector

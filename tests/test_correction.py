@@ -27,7 +27,6 @@ from lsst.skyframes.build import (
     CpSkyScaleMeasureTask,
     CpSkySubtractBackgroundConfig,
     CpSkySubtractBackgroundTask,
-    resolve_focal_plane_config,
 )
 from lsst.skyframes.camera import Camera, DetectorGeometry, FilterDefinition, make_synthetic_camera
 from lsst.skyframes.correction import (
@@ -36,9 +35,9 @@ from lsst.skyframes.correction import (
     SkyCorrectionConfig,
     SkyCorrectionConnections,
     SkyCorrectionTask,
-    resolve_visit_model_config,
 )
 from lsst.skyframes.errors import NoDataError
+from lsst.skyframes.focal_plane import resolve_focal_plane_config, resolve_visit_model_config
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.mosaic import MosaicGeometry, bin_image, focal_plane_mosaic
 from lsst.skyframes.simulate import ExposurePlan, plan_exposures, simulate_detector, simulate_science_visit

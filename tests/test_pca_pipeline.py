@@ -18,9 +18,10 @@ import pytest
 from lsst.daf.butler import Butler
 
 from conftest import check, tool, tool_env
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.correction import register_correction_inputs
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import (

@@ -22,9 +22,11 @@ from conftest import (
     tool,
     tool_env,
 )
-from lsst.skyframes.build import CpSkyImageConfig, resolve_focal_plane_config
+from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.certify import certify_calibrations
-from lsst.skyframes.correction import define_visit_detectors, register_correction_inputs
+from lsst.skyframes.correction import register_correction_inputs
+from lsst.skyframes.focal_plane import resolve_focal_plane_config
+from lsst.skyframes.ingest import define_visit_detectors
 from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo
 from lsst.skyframes.simulate import ExposurePlan, define_planned_exposure, simulate_science_visit
 

@@ -41,6 +41,7 @@ from .interpolate import (
     stringToUndersampleStyle,
 )
 from .mask_planes import default_mask_schema
+from .persistence import StoredElement, read_background_elements, write_background_elements
 from .statistics import (
     Property,
     StatisticsControl,
@@ -456,6 +457,14 @@ def _normalise_element(value: Any) -> BackgroundElement:
     )
 
 
+def _element_from_stored(stored: StoredElement) -> BackgroundElement:
+    """Build a list element from what a FITS file stores (the control's bin counts are the stats image's)."""
+    ny, nx = stored.stats_image.bbox.shape
+    control = BackgroundControl(stored.interp_style, nx, ny, stored.undersample_style)
+    background = BackgroundMI(stored.bbox, stored.stats_image, control)
+    return _normalise_element((background, *stored[2:]))
+
+
 class BackgroundList:
     """An ordered list of backgrounds whose sum is an image's background.
 
@@ -542,16 +551,22 @@ class BackgroundList:
 
     def writeFits(self, path: str) -> None:
         """Write the list in afw's BackgroundList FITS layout (see `.persistence`)."""
-        from .persistence import write_background_list
-
-        write_background_list(self, path)
+        write_background_elements(
+            [StoredElement(bg.getImageBBox(), bg.getStatsImage(), *styles) for bg, *styles in self._elements],
+            path,
+        )
 
     @staticmethod
     def readFits(path: str) -> BackgroundList:
-        """Read a BackgroundList FITS file written here or by the Rubin stack."""
-        from .persistence import read_background_list
+        """Read a BackgroundList FITS file written here or by the Rubin stack.
 
-        return read_background_list(path)
+        Raises
+        ------
+        lsst.skyframes.errors.BackgroundFileError
+            Raised if the file is missing or is not a valid background list
+            (see `~lsst.skyframes.persistence.read_background_elements`).
+        """
+        return BackgroundList(*read_background_elements(path, _element_from_stored))
 
     def toBackgroundMap(self, name: str = "background", description: str = "") -> BackgroundMap:
         """Return the list as an lsst.images `~lsst.images.BackgroundMap`.

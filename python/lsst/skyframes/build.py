@@ -37,12 +37,10 @@ __all__ = [
     "CpSkyScaleMeasureTask",
     "CpSkySubtractBackgroundConfig",
     "CpSkySubtractBackgroundTask",
-    "SkyFocalPlaneConfig",
     "describe",
     "dropped_exposures",
     "refuse_scale_fit_fields",
     "refuse_unused_fields",
-    "resolve_focal_plane_config",
 ]
 
 import dataclasses
@@ -67,81 +65,17 @@ from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import ConfigMismatchError, NoDataError
-from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .focal_plane import (
+    FocalPlaneBackground,
+    SkyFocalPlaneConfig,
+    resolve_focal_plane_config,
+)
 from .images import image_and_mask
 from .masking import MaskObjectsTask
 from .pca import SkyPcaTask
 from .quality import quality_report, select_inputs
 from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask, algorithm_style, measurement_bin_edges
 from .statistics import bad_pixel_mask
-
-# ---------------------------------------------------------------------------------------------------------
-# Focal-plane configuration resolved from the camera
-# ---------------------------------------------------------------------------------------------------------
-
-
-class SkyFocalPlaneConfig(FocalPlaneBackgroundConfig):
-    """`FocalPlaneBackgroundConfig` whose sizes may come from the camera.
-
-    ``xSize``, ``ySize`` and ``pixelSize`` left as `None` are filled in by
-    `resolve_focal_plane_config`: bins one detector wide and high, in the
-    camera's pixel size.
-    """
-
-    xSize = Field[float](
-        doc="Bin size in x (focal-plane mm); None: the widest detector's width.", default=None, optional=True
-    )
-    ySize = Field[float](
-        doc="Bin size in y (focal-plane mm); None: the tallest detector's height.",
-        default=None,
-        optional=True,
-    )
-    pixelSize = Field[float](
-        doc="Pixel size (focal-plane mm); None: the camera's most common pixel size.",
-        default=None,
-        optional=True,
-    )
-
-    def validate(self) -> None:
-        # Check every other field; unset sizes are resolved against the camera at run time.
-        resolved = FocalPlaneBackgroundConfig()
-        for name in resolved._fields:
-            value = getattr(self, name)
-            setattr(resolved, name, value if value is not None else 1.0)
-        resolved.validate()
-
-
-def resolve_focal_plane_config(
-    config: FocalPlaneBackgroundConfig, camera: Camera
-) -> FocalPlaneBackgroundConfig:
-    """Return a copy of ``config`` with unset sizes taken from the camera.
-
-    Parameters
-    ----------
-    config : `FocalPlaneBackgroundConfig`
-        Configuration with possibly `None` ``xSize``, ``ySize``, ``pixelSize``.
-    camera : `Camera`
-        Camera whose detectors set the defaults: the largest detector width
-        and height in millimetres, and the most common pixel size.
-
-    Returns
-    -------
-    resolved : `FocalPlaneBackgroundConfig`
-        A validated plain config; ``config`` is not modified.
-    """
-    resolved = FocalPlaneBackgroundConfig()
-    for name in resolved._fields:
-        setattr(resolved, name, getattr(config, name))
-    detectors = list(camera)
-    sizes = [d.pixel_size_mm for d in detectors]
-    if resolved.pixelSize is None:
-        resolved.pixelSize = max(set(sizes), key=sizes.count)
-    if resolved.xSize is None:
-        resolved.xSize = max(d.width * d.pixel_size_mm for d in detectors)
-    if resolved.ySize is None:
-        resolved.ySize = max(d.height * d.pixel_size_mm for d in detectors)
-    resolved.validate()
-    return resolved
 
 
 def describe(data_id: Any) -> str:

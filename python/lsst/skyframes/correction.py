@@ -33,9 +33,7 @@ __all__ = [
     "SkyCorrectionConfig",
     "SkyCorrectionConnections",
     "SkyCorrectionTask",
-    "define_visit_detectors",
     "register_correction_inputs",
-    "resolve_visit_model_config",
 ]
 
 from collections.abc import Mapping, Sequence
@@ -59,13 +57,16 @@ from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
 from .background import BackgroundList, BackgroundMI
-from .build import SkyFocalPlaneConfig, resolve_focal_plane_config
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import BoxMismatchError, NoDataError
-from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
+from .focal_plane import (
+    FocalPlaneBackground,
+    FocalPlaneBackgroundConfig,
+    SkyFocalPlaneConfig,
+    resolve_visit_model_config,
+)
 from .images import image_and_mask, require_same_bbox
-from .ingest import define_visit_detectors
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
@@ -307,36 +308,6 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
                 "undoBgModel1=True with doSky=False and doBgModel2=False would subtract nothing at all; "
                 "enable doSky or doBgModel2, or set undoBgModel1=False.",
             )
-
-
-def resolve_visit_model_config(
-    config: FocalPlaneBackgroundConfig, camera: Camera, detectorsPerBin: float
-) -> FocalPlaneBackgroundConfig:
-    """Return a copy of a focal-plane config with unset sizes taken from the camera.
-
-    Parameters
-    ----------
-    config : `FocalPlaneBackgroundConfig`
-        Possibly with `None` ``xSize``, ``ySize``, ``pixelSize``
-        (`~lsst.skyframes.build.SkyFocalPlaneConfig`).
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
-    detectorsPerBin : `float`
-        Unset bin sizes become this many of the largest detector's width
-        (height).
-
-    Returns
-    -------
-    resolved : `FocalPlaneBackgroundConfig`
-        A validated plain config; ``config`` is unchanged.
-    """
-    resolved = resolve_focal_plane_config(config, camera)
-    if config.xSize is None:
-        resolved.xSize = resolved.xSize * detectorsPerBin
-    if config.ySize is None:
-        resolved.ySize = resolved.ySize * detectorsPerBin
-    resolved.validate()
-    return resolved
 
 
 def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionConfig | None = None) -> None:

@@ -38,11 +38,11 @@ import numpy as np
 
 from lsst.daf.butler import Butler, CollectionType, MissingCollectionError
 
-from .build import CpSkyImageConfig, resolve_focal_plane_config
+from .build import CpSkyImageConfig
 from .camera import Camera, make_synthetic_camera
 from .certify import certify_calibrations, certify_sky_frames
 from .correction import register_correction_inputs
-from .focal_plane import FocalPlaneBackgroundConfig
+from .focal_plane import FocalPlaneBackgroundConfig, resolve_focal_plane_config
 from .ingest import ingest_image, register_input
 from .mosaic import focal_plane_mosaic, plot_mosaics
 from .plotting import plot_focal_plane

@@ -22,17 +22,22 @@ is persisted as FITS (`FocalPlaneBackground.writeFits`) rather than pickled.
 
 from __future__ import annotations
 
-__all__ = ["FPBG_VERSION", "FocalPlaneBackground", "FocalPlaneBackgroundConfig"]
+__all__ = [
+    "FPBG_VERSION",
+    "FocalPlaneBackground",
+    "FocalPlaneBackgroundConfig",
+    "SkyFocalPlaneConfig",
+    "resolve_focal_plane_config",
+    "resolve_visit_model_config",
+]
 
 import math
 import os
 import tempfile
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from numba import njit, prange
 from scipy.ndimage import gaussian_filter
 
@@ -51,7 +56,7 @@ from .interpolate import (
     stringToInterpStyle,
 )
 from .mask_planes import default_mask_schema
-from .persistence import check_fits_sizes
+from .persistence import read_fits_safely
 from .statistics import Property, bad_pixel_mask, binned_statistics, labelled_statistics
 
 if TYPE_CHECKING:
@@ -107,6 +112,100 @@ class FocalPlaneBackgroundConfig(Config):
     binning = RangeField[int](
         doc="Binning of the per-detector background models, in pixels.", default=64, min=1
     )
+
+
+class SkyFocalPlaneConfig(FocalPlaneBackgroundConfig):
+    """`FocalPlaneBackgroundConfig` whose sizes may come from the camera.
+
+    ``xSize``, ``ySize`` and ``pixelSize`` left as `None` are filled in by
+    `resolve_focal_plane_config`: bins one detector wide and high, in the
+    camera's pixel size.
+    """
+
+    xSize = Field[float](
+        doc="Bin size in x (focal-plane mm); None: the widest detector's width.", default=None, optional=True
+    )
+    ySize = Field[float](
+        doc="Bin size in y (focal-plane mm); None: the tallest detector's height.",
+        default=None,
+        optional=True,
+    )
+    pixelSize = Field[float](
+        doc="Pixel size (focal-plane mm); None: the camera's most common pixel size.",
+        default=None,
+        optional=True,
+    )
+
+    def validate(self) -> None:
+        # Check every other field; unset sizes are resolved against the camera at run time.
+        resolved = FocalPlaneBackgroundConfig()
+        for name in resolved._fields:
+            value = getattr(self, name)
+            setattr(resolved, name, value if value is not None else 1.0)
+        resolved.validate()
+
+
+def resolve_focal_plane_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of ``config`` with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Configuration with possibly `None` ``xSize``, ``ySize``, ``pixelSize``.
+    camera : `Camera`
+        Camera whose detectors set the defaults: the largest detector width
+        and height in millimetres, and the most common pixel size.
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is not modified.
+    """
+    resolved = FocalPlaneBackgroundConfig()
+    for name in resolved._fields:
+        setattr(resolved, name, getattr(config, name))
+    detectors = list(camera)
+    sizes = [d.pixel_size_mm for d in detectors]
+    if resolved.pixelSize is None:
+        resolved.pixelSize = max(set(sizes), key=sizes.count)
+    if resolved.xSize is None:
+        resolved.xSize = max(d.width * d.pixel_size_mm for d in detectors)
+    if resolved.ySize is None:
+        resolved.ySize = max(d.height * d.pixel_size_mm for d in detectors)
+    resolved.validate()
+    return resolved
+
+
+def resolve_visit_model_config(
+    config: FocalPlaneBackgroundConfig, camera: Camera, detectorsPerBin: float
+) -> FocalPlaneBackgroundConfig:
+    """Return a copy of a focal-plane config with unset sizes taken from the camera.
+
+    Parameters
+    ----------
+    config : `FocalPlaneBackgroundConfig`
+        Possibly with `None` ``xSize``, ``ySize``, ``pixelSize``
+        (`SkyFocalPlaneConfig`).
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+    detectorsPerBin : `float`
+        Unset bin sizes become this many of the largest detector's width
+        (height).
+
+    Returns
+    -------
+    resolved : `FocalPlaneBackgroundConfig`
+        A validated plain config; ``config`` is unchanged.
+    """
+    resolved = resolve_focal_plane_config(config, camera)
+    if config.xSize is None:
+        resolved.xSize = resolved.xSize * detectorsPerBin
+    if config.ySize is None:
+        resolved.ySize = resolved.ySize * detectorsPerBin
+    resolved.validate()
+    return resolved
 
 
 # Header keys of the config fields (FITS keys are at most eight characters).
@@ -609,22 +708,15 @@ class FocalPlaneBackground:
             match the grid; the message names the file.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise BackgroundFileError(f"FocalPlaneBackground file not found: {path}")
-        try:
-            with warnings.catch_warnings():
-                # astropy only warns about truncation and bad cards; here they are errors.
-                warnings.simplefilter("error", AstropyUserWarning)
-                warnings.simplefilter("error", fits.verify.VerifyWarning)
-                # VALUES and NUMBERS are compared with NX/NY only once read; a header claiming a
-                # huge (e.g. compressed) array must be refused before astropy allocates it.
-                check_fits_sizes(path, BackgroundFileError)
-                with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                    return cls._from_hdus(path, hdul)
-        except BackgroundFileError:
-            raise
-        except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
-            raise BackgroundFileError(f"Cannot read FocalPlaneBackground file {path}: {err}") from err
+        # VALUES and NUMBERS are compared with NX/NY only once read; a header claiming a
+        # huge (e.g. compressed) array is refused before astropy allocates it.
+        return read_fits_safely(
+            path,
+            lambda hdul: cls._from_hdus(path, hdul),
+            BackgroundFileError,
+            failure="Cannot read FocalPlaneBackground file {path}: {err}",
+            not_found="FocalPlaneBackground file not found: {path}",
+        )
 
     @classmethod
     def _from_hdus(cls, path: str, hdul: fits.HDUList) -> FocalPlaneBackground:

@@ -104,14 +104,12 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import astropy.time
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 
 from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset, MissingDatasetTypeError
 from lsst.daf.butler.registry import ConflictingDefinitionError, MissingCollectionError
@@ -121,7 +119,7 @@ from lsst.resources import ResourcePath
 from .camera import Camera
 from .errors import MissingMetadataError, NoDataError, SkyFramesError
 from .mask_planes import default_mask_schema, mask_from_afw_bits, mask_to_afw_bits
-from .persistence import check_fits_sizes
+from .persistence import read_fits_safely
 from .repo import check_camera, insert_exposure
 from .statistics import bad_pixel_mask
 
@@ -345,39 +343,17 @@ def _read_processed(path: str, keys: HeaderKeys) -> tuple[MaskedImage, dict[str,
         raise IngestError(f"{path}: is a directory; pass the FITS files in it (e.g. {path}/*.fits).")
     if not os.path.exists(path):
         raise IngestError(f"{path}: no such file; check the path.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyUserWarning)
-            # Every HDU with data is read below; one whose header claims a huge (e.g. compressed)
-            # image must be refused before astropy allocates it at that size.
-            check_fits_sizes(path, IngestError)
-            with fits.open(path, memmap=False) as hdul:
-                if _is_lsst_images_file(hdul[0].header):
-                    image = MaskedImage.read(path)
-                    return image, dict(image.metadata.items()), None
-                image_hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
-                if image_hdu is None:
-                    raise IngestError(f"{path}: no HDU holds a 2-d image.")
-                header = dict(hdul[0].header) | dict(image_hdu.header)
-                yx0 = (-int(header.get("LTV2", 0)), -int(header.get("LTV1", 0)))
-                pixels = np.asarray(image_hdu.data, dtype=np.float32)
-                bbox = Box.from_shape(pixels.shape, start=yx0)
-                names = {h.name: h for h in hdul}
-                if "MASK" in names and names["MASK"].data is not None:
-                    mask = mask_from_afw_bits(names["MASK"].data, names["MASK"].header, yx0)
-                else:
-                    mask = None
-                variance = None
-                if "VARIANCE" in names and names["VARIANCE"].data is not None:
-                    variance = Image(np.asarray(names["VARIANCE"].data, dtype=np.float32), bbox=bbox)
-                for name, plane in (("MASK", mask), ("VARIANCE", variance)):
-                    if plane is not None and plane.bbox != bbox:
-                        raise IngestError(f"{path}: the {name} HDU's shape differs from the image's.")
-    except IngestError:
-        raise
-    # IndexError: astropy's decompressor on tiles that do not match their header.
-    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
-        raise IngestError(f"{path}: cannot read the image ({err}).") from err
+    # Every HDU with data is read; one whose header claims a huge (e.g. compressed) image is
+    # refused before astropy allocates it at that size.
+    header, image, planes = read_fits_safely(
+        path,
+        lambda hdul: _read_hdus(path, hdul),
+        IngestError,
+        failure="{path}: cannot read the image ({err}).",
+    )
+    if image is not None:
+        return image, header, None
+    pixels, bbox, mask, variance = planes
     image = MaskedImage(
         Image(pixels, bbox=bbox),
         mask=mask,
@@ -391,6 +367,36 @@ def _read_processed(path: str, keys: HeaderKeys) -> tuple[MaskedImage, dict[str,
     image = MaskedImage(image.image, mask=image.mask, variance=Image(estimate, bbox=bbox))
     image.metadata[VARIANCE_KEY] = description
     return image, header, f"{path}: no VARIANCE HDU; variance estimated: {description}."
+
+
+def _read_hdus(
+    path: str, hdul: fits.HDUList
+) -> tuple[dict[str, Any], MaskedImage | None, tuple[np.ndarray, Box, Any, Image | None] | None]:
+    """Read an open processed-image file: (header, image, None) for an lsst.images file,
+    else (header, None, (pixels, bbox, mask or None, variance or None)).
+    """
+    if _is_lsst_images_file(hdul[0].header):
+        image = MaskedImage.read(path)
+        return dict(image.metadata.items()), image, None
+    image_hdu = next((h for h in hdul if h.data is not None and h.data.ndim == 2), None)
+    if image_hdu is None:
+        raise IngestError(f"{path}: no HDU holds a 2-d image.")
+    header = dict(hdul[0].header) | dict(image_hdu.header)
+    yx0 = (-int(header.get("LTV2", 0)), -int(header.get("LTV1", 0)))
+    pixels = np.asarray(image_hdu.data, dtype=np.float32)
+    bbox = Box.from_shape(pixels.shape, start=yx0)
+    names = {h.name: h for h in hdul}
+    if "MASK" in names and names["MASK"].data is not None:
+        mask = mask_from_afw_bits(names["MASK"].data, names["MASK"].header, yx0)
+    else:
+        mask = None
+    variance = None
+    if "VARIANCE" in names and names["VARIANCE"].data is not None:
+        variance = Image(np.asarray(names["VARIANCE"].data, dtype=np.float32), bbox=bbox)
+    for name, plane in (("MASK", mask), ("VARIANCE", variance)):
+        if plane is not None and plane.bbox != bbox:
+            raise IngestError(f"{path}: the {name} HDU's shape differs from the image's.")
+    return header, None, (pixels, bbox, mask, variance)
 
 
 def _optional_number(

@@ -53,10 +53,7 @@ from .background import BackgroundControl, makeBackground
 from .images import image_and_mask
 from .interpolate import Interpolate, UndersampleStyle
 from .mask_planes import LEGACY_PLANE_ALIASES
-from .statistics import Property, StatisticsControl, bad_pixel_mask
-
-_IQR_TO_SIGMA = 0.741301
-"""Standard deviation of a Gaussian per unit interquartile range."""
+from .statistics import IQR_TO_SIGMA, Property, StatisticsControl, bad_pixel_mask
 
 _SIGMA_SAMPLES = 1_000_000
 """About how many pixels of the smoothed image the noise estimate uses."""
@@ -424,7 +421,8 @@ def _clipped_sigma(smoothed: np.ndarray, bad: np.ndarray, clip: float = 3.0, n_i
 
     afw's ``STDEVCLIP``, which the reference detection thresholds against:
     the first pass keeps values within ``clip`` × 0.741301 × IQR of the
-    median, each further pass those within ``clip`` standard deviations of
+    median (`~lsst.skyframes.statistics.IQR_TO_SIGMA`, afw's
+    ``IQ_TO_STDEV``), each further pass those within ``clip`` standard deviations of
     the previous survivors' mean; the result is the standard deviation
     (ddof=1) of the last pass's survivors.  Objects are not excluded (as in
     the reference, whose statistics mask omits DETECTED), the clipping
@@ -443,7 +441,7 @@ def _clipped_sigma(smoothed: np.ndarray, bad: np.ndarray, clip: float = 3.0, n_i
         return math.nan
     values = values.astype(np.float64)
     q25, median, q75 = np.percentile(values, [25.0, 50.0, 75.0])
-    centre, width = median, _IQR_TO_SIGMA * (q75 - q25)
+    centre, width = median, IQR_TO_SIGMA * (q75 - q25)
     kept = values
     for _ in range(n_iter):
         survivors = values[np.abs(values - centre) <= clip * width]

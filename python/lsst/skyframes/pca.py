@@ -55,15 +55,13 @@ from lsst.pex.config import Config, ConfigurableField, Field, RangeField
 from lsst.pipe.base import Struct, Task
 from lsst.utils.timer import timeMethod
 
+from ._least_squares import clipped_least_squares
 from .background import BackgroundList
 from .errors import BoxMismatchError, NoDataError, ProblemTooLargeError
 from .images import image_and_mask, require_same_bbox
 from .mask_planes import default_mask_schema
-from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask
-from .statistics import Property, bad_pixel_mask, binned_statistics, stack_statistics
-
-# Scale from the inter-quartile range to a Gaussian sigma, as solveScales uses.
-_IQR_TO_SIGMA = 0.741
+from .sky_measurement import REFERENCE_IQR_TO_SIGMA, SkyMeasurementConfig, SkyMeasurementTask
+from .statistics import IQR_TO_SIGMA, Property, bad_pixel_mask, binned_statistics, stack_statistics
 
 # Peak bytes of robust_pca per (exposure, bin) entry (see pca_memory_bytes).
 PCA_BYTES_PER_ENTRY = 120
@@ -169,12 +167,13 @@ def _outliers(
 ) -> np.ndarray:
     """Finite entries whose residual exceeds ``clip`` × the bin's robust sigma.
 
-    The sigma of each bin is 0.741 × IQR of the kept exposures' residuals in
-    that bin, so the threshold follows how much the bin varies after the model.
+    The sigma of each bin is `~lsst.skyframes.statistics.IQR_TO_SIGMA` × IQR
+    of the kept exposures' residuals in that bin, so the threshold follows how
+    much the bin varies after the model.
     """
     error = np.where(finite & keep[:, None], data - model, np.nan)
     low, high = _nan_quartiles(error)
-    sigma = _IQR_TO_SIGMA * (high - low)
+    sigma = IQR_TO_SIGMA * (high - low)
     with np.errstate(invalid="ignore"):
         return finite & (np.abs(data - model) > clip * sigma[None, :])
 
@@ -209,7 +208,7 @@ def robust_pca(
         Number K of templates, ≥ 1.
     clip : `float`, optional
         Entries whose residual from the rank-K model exceeds ``clip`` × the
-        bin's robust sigma (0.741 × IQR across the kept exposures) are
+        bin's robust sigma (0.7413 × IQR across the kept exposures) are
         outliers: they are replaced by the model before the next SVD and left
         out of the coefficient fits.
     n_iter : `int`, optional
@@ -672,8 +671,10 @@ def fit_component_scales(
     -----
     Linear least squares without intercept over every detector's samples;
     ``skyIter`` rounds reject samples whose residual exceeds ``skyRej`` ×
-    0.741 × IQR of the kept residuals, cumulatively, as
-    `SkyMeasurementTask.solveScales` does for one template.
+    0.741 × IQR of the kept residuals (the reference's constant,
+    `~lsst.skyframes.sky_measurement.REFERENCE_IQR_TO_SIGMA`), cumulatively:
+    the fit of `SkyMeasurementTask.solveScales` (the same code), which with
+    one template gives the same number bit for bit.
     """
     config = sky_config if sky_config is not None else SkyMeasurementConfig()
     if len(images) != len(templates_per_detector):
@@ -692,29 +693,17 @@ def fit_component_scales(
         y, x = _component_samples(image, [_as_background(t) for t in templates], config)
         ys.append(y)
         xs.append(x)
-    y, x = np.concatenate(ys), np.concatenate(xs)
-    keep = np.isfinite(y) & np.isfinite(x).all(axis=1)
-    n = x.shape[1]
-
-    def solve(selected: np.ndarray) -> np.ndarray:
-        if selected.sum() < n:
-            raise NoDataError(
-                f"fit_component_scales: {int(selected.sum())} usable samples for {n} components; "
-                "check the image masks or use more sample boxes (xNumSamples, yNumSamples)."
-            )
-        return np.linalg.lstsq(x[selected], y[selected], rcond=None)[0]
-
-    for _ in range(config.skyIter):
-        coefficients = solve(keep)
-        residuals = y - x @ coefficients
-        lower, upper = np.percentile(residuals[keep], [25, 75])
-        with np.errstate(invalid="ignore"):
-            remaining = keep & ~(np.abs(residuals) > config.skyRej * _IQR_TO_SIGMA * (upper - lower))
-        if remaining.sum() < n:
-            # A perfect fit rejects round-off; keep what we have.
-            break
-        keep = remaining
-    return solve(keep)
+    return clipped_least_squares(
+        np.concatenate(ys),
+        np.concatenate(xs),
+        n_iter=config.skyIter,
+        rejection=config.skyRej,
+        iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
+        too_few_message=lambda kept, components: (
+            f"fit_component_scales: {kept} usable samples for {components} components; "
+            "check the image masks or use more sample boxes (xNumSamples, yNumSamples)."
+        ),
+    )
 
 
 def subtract_components(

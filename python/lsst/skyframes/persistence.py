@@ -8,17 +8,32 @@ element's image in the primary HDU, and on every HDU of an element the keys
 characters) and ``BKGD_X0``, ``BKGD_Y0``, ``BKGD_WIDTH``, ``BKGD_HEIGHT``.
 Image HDUs record their pixel origin as afw does (``LTV1``/``LTV2`` and the
 ``A`` linear WCS); mask HDUs name their planes with ``MP_*`` cards.
+
+This module knows the layout, not the background model: an element is read
+and written as a `StoredElement` (the full-resolution box, the stats image
+and the six style values), and `~lsst.skyframes.background.BackgroundList`'s
+``writeFits`` and ``readFits`` call down to `write_background_elements` and
+`read_background_elements`.  It also holds the safe FITS opener every
+skyframes reader uses (`read_fits_safely`, `check_fits_sizes`).
 """
 
 from __future__ import annotations
 
-__all__ = ["FITS_SCHEMA_KEYS", "check_fits_sizes", "read_background_list", "write_background_list"]
+__all__ = [
+    "FITS_SCHEMA_KEYS",
+    "StoredElement",
+    "check_fits_sizes",
+    "read_background_elements",
+    "read_fits_safely",
+    "write_background_elements",
+]
 
 import math
 import os
 import tempfile
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
@@ -26,12 +41,9 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from lsst.images import Box, Image, MaskedImage
 
-from .errors import BackgroundFileError, SkyFramesError
+from .errors import BackgroundFileError, NoDataError, SkyFramesError
 from .interpolate import Interpolate, UndersampleStyle
 from .mask_planes import mask_from_afw_bits, mask_to_afw_bits
-
-if TYPE_CHECKING:
-    from .background import BackgroundList
 
 FITS_SCHEMA_KEYS = (
     "INTERPSTYLE",
@@ -52,16 +64,33 @@ _REQUIRED_KEYS = ("BKGD_X0", "BKGD_Y0", "BKGD_WIDTH", "BKGD_HEIGHT", "INTERPSTYL
 _OPTIONAL_DEFAULTS = {"APPROXSTYLE": -1, "APPROXORDERX": 1, "APPROXORDERY": -1, "APPROXWEIGHTING": True}
 
 
-def _element_cards(element: tuple) -> list[tuple[str, object]]:
-    bg, interp, undersample, approx, order_x, order_y, weighting = element
-    bbox = bg.getImageBBox()
+class StoredElement(NamedTuple):
+    """One `~lsst.skyframes.background.BackgroundList` element as afw's FITS layout stores it."""
+
+    bbox: Box
+    """Full-resolution box of the background (``BKGD_X0``, ``BKGD_Y0``,
+    ``BKGD_WIDTH``, ``BKGD_HEIGHT``)."""
+
+    stats_image: MaskedImage
+    """One pixel per bin: image, mask and variance HDUs."""
+
+    interp_style: Interpolate
+    undersample_style: UndersampleStyle
+    approx_style: int
+    approx_order_x: int
+    approx_order_y: int
+    approx_weighting: bool
+
+
+def _element_cards(element: StoredElement) -> list[tuple[str, object]]:
+    bbox = element.bbox
     return [
-        ("HIERARCH INTERPSTYLE", int(interp)),
-        ("HIERARCH UNDERSAMPLESTYLE", int(undersample)),
-        ("HIERARCH APPROXSTYLE", int(approx)),
-        ("HIERARCH APPROXORDERX", int(order_x)),
-        ("HIERARCH APPROXORDERY", int(order_y)),
-        ("HIERARCH APPROXWEIGHTING", bool(weighting)),
+        ("HIERARCH INTERPSTYLE", int(element.interp_style)),
+        ("HIERARCH UNDERSAMPLESTYLE", int(element.undersample_style)),
+        ("HIERARCH APPROXSTYLE", int(element.approx_style)),
+        ("HIERARCH APPROXORDERX", int(element.approx_order_x)),
+        ("HIERARCH APPROXORDERY", int(element.approx_order_y)),
+        ("HIERARCH APPROXWEIGHTING", bool(element.approx_weighting)),
         ("BKGD_X0", int(bbox.x.min)),
         ("BKGD_Y0", int(bbox.y.min)),
         ("BKGD_WIDTH", int(bbox.x.size)),
@@ -87,13 +116,13 @@ def _origin_cards(bbox: Box) -> list[tuple[str, object]]:
     ]
 
 
-def write_background_list(background_list: BackgroundList, path: str | os.PathLike[str]) -> None:
-    """Write a `BackgroundList` to a FITS file in afw's layout, atomically.
+def write_background_elements(elements: Sequence[StoredElement], path: str | os.PathLike[str]) -> None:
+    """Write the elements of a BackgroundList to a FITS file in afw's layout, atomically.
 
     Parameters
     ----------
-    background_list : `BackgroundList`
-        The list to write; may not be empty.
+    elements : sequence of `StoredElement`
+        The list's elements, in order; may not be empty.
     path : `str` or path-like
         Destination.  The file appears whole or not at all: it is written to
         a temporary file in the same directory and renamed into place.
@@ -103,14 +132,12 @@ def write_background_list(background_list: BackgroundList, path: str | os.PathLi
     lsst.skyframes.errors.NoDataError
         Raised for an empty list.
     """
-    from .errors import NoDataError
-
     path = os.fspath(path)
-    if len(background_list) == 0:
+    if len(elements) == 0:
         raise NoDataError(f"Refusing to write an empty BackgroundList to {path}: afw cannot read it back.")
     hdus: list[fits.PrimaryHDU | fits.ImageHDU] = []
-    for element in background_list:
-        stats = element[0].getStatsImage()
+    for element in elements:
+        stats = element.stats_image
         cards = _element_cards(element)
         origin = _origin_cards(stats.bbox)
         mask_array, mask_cards = mask_to_afw_bits(stats.mask)
@@ -265,57 +292,119 @@ def check_fits_sizes(path: str, error: type[SkyFramesError]) -> None:
                 raise error(f"HDU {index}{name} of {path}: {problem}")
 
 
-def read_background_list(path: str | os.PathLike[str]) -> BackgroundList:
-    """Read a BackgroundList FITS file in afw's layout.
+def read_fits_safely[T](
+    path: str,
+    read: Callable[[fits.HDUList], T],
+    error: type[SkyFramesError],
+    *,
+    failure: str,
+    not_found: str | None = None,
+) -> T:
+    """Open a FITS file with bounded reads and strict warnings, and read it.
+
+    The one way skyframes opens a FITS file it did not just write: the file
+    is refused if a header claims more data than it holds
+    (`check_fits_sizes`, before any data is read), astropy's truncation and
+    bad-card warnings are errors, and any failure of astropy or of ``read``
+    becomes the caller's ``error``.
+
+    Parameters
+    ----------
+    path : `str`
+        The FITS file.
+    read : callable
+        Called with the open `astropy.io.fits.HDUList` (not memory-mapped,
+        every header loaded); its result is returned.  It may raise
+        ``error`` itself, which passes unchanged.
+    error : `type` [`~lsst.skyframes.errors.SkyFramesError`]
+        The caller's exception class (e.g.
+        `~lsst.skyframes.errors.BackgroundFileError`).
+    failure : `str`
+        Message of ``error`` for any other failure while opening or
+        reading; ``{path}`` and ``{err}`` (the underlying exception) are
+        filled in.
+    not_found : `str`, optional
+        If given, message of ``error`` (``{path}`` filled in) when ``path``
+        is not a file; otherwise the caller checks that itself.
+
+    Returns
+    -------
+    result
+        What ``read`` returns.
+
+    Raises
+    ------
+    SkyFramesError
+        An instance of ``error``, as described above.
+    """
+    if not_found is not None and not os.path.isfile(path):
+        raise error(not_found.format(path=path))
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about truncation and bad cards (VerifyWarning derives from
+            # AstropyUserWarning); here they are errors.
+            warnings.simplefilter("error", AstropyUserWarning)
+            check_fits_sizes(path, error)
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                return read(hdul)
+    except error:
+        raise
+    # IndexError: astropy's decompressor on tiles that do not match their header.
+    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
+        raise error(failure.format(path=path, err=err)) from err
+
+
+def read_background_elements[T](
+    path: str | os.PathLike[str], make_element: Callable[[StoredElement], T]
+) -> list[T]:
+    """Read the elements of a BackgroundList FITS file in afw's layout.
 
     Parameters
     ----------
     path : `str` or path-like
-        File written by `write_background_list` or by the Rubin stack's
+        File written by `write_background_elements` or by the Rubin stack's
         ``BackgroundList.writeFits``.
+    make_element : callable
+        Turns each `StoredElement` into the caller's element (e.g. a
+        `~lsst.skyframes.background.BackgroundMI` and its styles).  It runs
+        while the file is read, so that an element it refuses (e.g. more bins
+        than pixels) is reported as a bad file, like any other.
 
     Returns
     -------
-    background_list : `BackgroundList`
+    elements : `list`
+        What ``make_element`` returned for each element, in file order.
 
     Raises
     ------
     lsst.skyframes.errors.BackgroundFileError
         Raised if the file is missing, truncated or corrupt, if a header
         claims more data than the file holds (see `check_fits_sizes`), if its
-        HDU count is not a positive multiple of 3, if a required key is missing, or if
-        the three planes of an element disagree in shape.  The message names
-        the file and the HDU.
+        HDU count is not a positive multiple of 3, if a required key is missing, if
+        the three planes of an element disagree in shape, or if
+        ``make_element`` raises.  The message names the file and the HDU.
     """
-    from .background import BackgroundControl, BackgroundList, BackgroundMI
-
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BackgroundFileError(f"BackgroundList file not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            # astropy only warns about truncation and bad cards; here they are errors.
-            warnings.simplefilter("error", AstropyUserWarning)
-            warnings.simplefilter("error", fits.verify.VerifyWarning)
-            check_fits_sizes(path, BackgroundFileError)
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                n_hdus = len(hdul)
-                if n_hdus == 0 or n_hdus % 3 != 0:
-                    raise BackgroundFileError(
-                        f"BackgroundList file {path} has {n_hdus} HDUs; a BackgroundList has three per "
-                        "element (image, mask, variance). The file is truncated or not a background list."
-                    )
-                result = BackgroundList()
-                for first in range(0, n_hdus, 3):
-                    result.append(_read_element(path, hdul, first, BackgroundMI, BackgroundControl))
-    except BackgroundFileError:
-        raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, Warning) as err:
-        raise BackgroundFileError(f"Cannot read BackgroundList file {path}: {err}") from err
-    return result
+
+    def read(hdul: fits.HDUList) -> list[T]:
+        n_hdus = len(hdul)
+        if n_hdus == 0 or n_hdus % 3 != 0:
+            raise BackgroundFileError(
+                f"BackgroundList file {path} has {n_hdus} HDUs; a BackgroundList has three per "
+                "element (image, mask, variance). The file is truncated or not a background list."
+            )
+        return [make_element(_read_element(path, hdul, first)) for first in range(0, n_hdus, 3)]
+
+    return read_fits_safely(
+        path,
+        read,
+        BackgroundFileError,
+        failure="Cannot read BackgroundList file {path}: {err}",
+        not_found="BackgroundList file not found: {path}",
+    )
 
 
-def _read_element(path: str, hdul: fits.HDUList, first: int, bg_cls: type, control_cls: type) -> tuple:
+def _read_element(path: str, hdul: fits.HDUList, first: int) -> StoredElement:
     image_hdu, mask_hdu, variance_hdu = hdul[first], hdul[first + 1], hdul[first + 2]
     header = image_hdu.header
     missing = [key for key in _REQUIRED_KEYS if key not in header]
@@ -345,14 +434,11 @@ def _read_element(path: str, hdul: fits.HDUList, first: int, bg_cls: type, contr
             f"HDU {first} of {path} has BKGD_WIDTH={width}, BKGD_HEIGHT={height}; both must be >= 1."
         )
     bbox = Box.from_shape((height, width), start=(int(header["BKGD_Y0"]), int(header["BKGD_X0"])))
-    interp = Interpolate(int(header["INTERPSTYLE"]))
-    undersample = UndersampleStyle(int(header["UNDERSAMPLESTYLE"]))
-    ny, nx = planes[0].shape
-    background = bg_cls(bbox, stats_image, control_cls(interp, nx, ny, undersample))
-    return (
-        background,
-        interp,
-        undersample,
+    return StoredElement(
+        bbox,
+        stats_image,
+        Interpolate(int(header["INTERPSTYLE"])),
+        UndersampleStyle(int(header["UNDERSAMPLESTYLE"])),
         int(header.get("APPROXSTYLE", _OPTIONAL_DEFAULTS["APPROXSTYLE"])),
         int(header.get("APPROXORDERX", _OPTIONAL_DEFAULTS["APPROXORDERX"])),
         int(header.get("APPROXORDERY", _OPTIONAL_DEFAULTS["APPROXORDERY"])),

@@ -10,6 +10,7 @@ place of afw's.
 from __future__ import annotations
 
 __all__ = [
+    "REFERENCE_IQR_TO_SIGMA",
     "BackgroundConfig",
     "SkyMeasurementConfig",
     "SkyMeasurementTask",
@@ -28,6 +29,7 @@ from lsst.pex.config import ChoiceField, Config, ConfigField, ListField, RangeFi
 from lsst.pipe.base import Task
 from lsst.utils.timer import timeMethod
 
+from ._least_squares import clipped_least_squares
 from .background import (
     BackgroundControl,
     BackgroundList,
@@ -46,6 +48,14 @@ from .statistics import (
     binned_statistics,
     stack_statistics,
 )
+
+REFERENCE_IQR_TO_SIGMA = 0.741
+"""Sigma per unit inter-quartile range in the scale fit of `SkyMeasurementTask.solveScales`.
+
+The reference's solveScales uses the literal 0.741, not the Gaussian ratio
+`~lsst.skyframes.statistics.IQR_TO_SIGMA` (0.7413011...); it is kept so that
+the rejection, and hence the fitted scale, is the reference's to the last bit.
+"""
 
 _STATISTICS = {
     "MEANCLIP": "Clipped mean: median/IQR first pass, then mean/sigma passes.",
@@ -386,7 +396,8 @@ class SkyMeasurementTask(Task):
         -------
         scale : `float`
             Least-squares scale with no intercept, after ``skyIter`` rounds of
-            cumulative rejection at ``skyRej`` × 0.741 × IQR of the residuals.
+            cumulative rejection at ``skyRej`` × 0.741 × IQR of the residuals
+            (`REFERENCE_IQR_TO_SIGMA`).
 
         Raises
         ------
@@ -409,37 +420,22 @@ class SkyMeasurementTask(Task):
             sky_parts.append(np.asarray(sky_samples, dtype=np.float64))
         image_values = np.concatenate(image_parts)
         sky_values = np.concatenate(sky_parts)
-        keep = np.isfinite(image_values) & np.isfinite(sky_values)
-        if not keep.any():
-            raise NoDataError(
+        scale = clipped_least_squares(
+            image_values,
+            sky_values,
+            n_iter=self.config.skyIter,
+            rejection=self.config.skyRej,
+            iqr_to_sigma=REFERENCE_IQR_TO_SIGMA,
+            too_few_message=lambda kept, components: (
                 f"solveScales: none of the {len(image_values)} sample pairs is finite in both image and sky "
                 "frame; check the image masks and that the sky frame has no NaN bins."
-            )
-
-        def solve(selected: np.ndarray) -> float:
-            x, y = sky_values[selected], image_values[selected]
-            denominator = float(np.dot(x, x))
-            if denominator == 0.0:
-                raise NoDataError(
-                    "solveScales: the sky frame is zero at every kept sample, so no scale can be fitted; "
-                    "the sky frame is empty or was not normalised."
-                )
-            return float(np.dot(x, y)) / denominator
-
-        for _ in range(self.config.skyIter):
-            scale = solve(keep)
-            residuals = image_values - scale * sky_values
-            lower, upper = np.percentile(residuals[keep], [25, 75])
-            sigma = 0.741 * (upper - lower)
-            with np.errstate(invalid="ignore"):
-                rejected = np.abs(residuals) > self.config.skyRej * sigma
-            remaining = keep & ~rejected
-            if not remaining.any():
-                # A perfect fit has sigma 0 and round-off residuals; rejecting
-                # everything would leave nothing to fit, so stop here.
-                break
-            keep = remaining
-        return solve(keep)
+            ),
+            zero_message=(
+                "solveScales: the sky frame is zero at every kept sample, so no scale can be fitted; "
+                "the sky frame is empty or was not normalised."
+            ),
+        )
+        return float(scale[0])
 
     @timeMethod
     def subtractSkyFrame(
