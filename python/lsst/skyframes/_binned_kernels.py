@@ -23,6 +23,8 @@ from numba import get_num_threads, njit, prange
 
 from ._group_kernels import _reduce, _workspace
 
+# --- Kernels ----------------------------------------------------------------
+
 
 @njit(cache=True, parallel=True)
 def _gather_parallel(
@@ -255,6 +257,8 @@ def _labelled_kernel(
                 value[k] = val
                 error[k] = err
 
+
+# --- Sharing the groups out among the threads -------------------------------
 
 _BIG_GROUP = 1 << 18
 """Fewest values for a group to be reduced by all threads together (when it

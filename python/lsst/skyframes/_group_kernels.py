@@ -4,8 +4,9 @@ A group is the good (unmasked, finite) values of a bin, a label, a box or a
 stack pixel, gathered in pixel order into a buffer that keeps the input's
 type (float32 or float64); all arithmetic is done in float64. Every
 statistic of a group is a function of that sequence alone, whichever way
-the group was gathered and whichever kernel reduces it: order statistics
-are exact values (`._selection`) and every sum runs in the canonical order
+the group was gathered (a rectangular bin, a label, a box, a stack pixel)
+and whether one thread reduces it or all threads do: order statistics are
+exact values (`._selection`) and every sum runs in the canonical order
 (`._sums`).
 
 `_reduce` is what one thread runs on one group, with scratch from

@@ -40,6 +40,9 @@ _SORT_UNION = 64
 """Largest set of candidate values sorted whole rather than selected in."""
 
 
+# --- Selection --------------------------------------------------------------
+
+
 @njit(cache=True, nogil=True)
 def _median_of_3(x: float, y: float, z: float) -> float:
     """Return the median of three values."""
@@ -153,6 +156,9 @@ def _quantile_from(a: np.ndarray, lo: int, n: int, f: float) -> tuple[float, int
                 upper = a[i]
         value = value + (np.float64(upper) - value) * frac
     return value, k
+
+
+# --- Values at a few ranks, through a histogram -----------------------------
 
 
 @njit(cache=True, nogil=True)

@@ -5,8 +5,11 @@ every pixel's values with a sorting network (`_sorting_network`, Batcher's
 odd-even merge sort) applied to `_STACK_LANES` pixels at once, so that each
 comparator is a vector min/max, read the quartiles off the sorted values,
 and run the clipping passes across the pixels too
-(`_stack_network_kernel`). MEAN, and deeper stacks, are reduced one pixel at
-a time by `._group_kernels._reduce` (`_stack_kernel`).
+(`_stack_network_kernel`). Each pixel sums its values there one after the
+other in sorted order, not in the canonical order of `._sums`, so the last
+bits can differ from `._group_kernels._reduce` of the same values. MEAN,
+and deeper stacks, are reduced one pixel at a time by
+`._group_kernels._reduce` (`_stack_kernel`).
 """
 
 from __future__ import annotations

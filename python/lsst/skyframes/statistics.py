@@ -22,6 +22,33 @@ stacks are sorted by a sorting network run across many pixels at once. Every
 sum runs in a fixed order that the compiler can vectorise, so a group's
 statistic depends only on its values in pixel order, whichever kernel
 computes it.
+
+This module holds the public face: the afw API objects, the bin layout, the
+bad-pixel masks and the four reductions, which validate their input, lay out
+the work and call the kernels. The kernels live in private modules, one idea
+each:
+
+- `._group_kernels`: the statistic of one group of values (`_reduce`, and
+  MEANCLIP's clipping passes), the integer codes of the statistics;
+- `._sums`: the canonical summation order (count, mean and variance of the
+  values within a window);
+- `._selection`: exact order statistics (selection, histogram of ranks);
+- `._binned_kernels`: the kernels of `binned_statistics` (and
+  `box_statistic`) and `labelled_statistics`, and how their groups are
+  shared out among the threads;
+- `._stack_kernels`: the kernels of `stack_statistics` (sorting network).
+
+The MEANCLIP of one bin, for example, is `binned_statistics` ->
+``_binned_kernels._binned_kernel`` -> ``_binned_task`` ->
+``_group_kernels._reduce`` -> ``_iterate_clip`` ->
+``_sums._clipped_mean_var``, its quartiles ``_selection._order_statistics``.
+
+numba's cache (``cache=True``) is checked against the source of the kernel's
+own module only, yet a cached kernel holds the code of the kernels it calls
+from other modules: after editing a kernel module, delete the cached kernels
+(the ``*.nbi`` and ``*.nbc`` files in ``__pycache__``, or in
+``NUMBA_CACHE_DIR`` if set), or callers in unchanged modules keep running
+the old code.
 """
 
 from __future__ import annotations
