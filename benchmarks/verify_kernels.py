@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import synthetic_image  # noqa: E402
+from lsst.skyframes import _group_kernels  # noqa: E402
 from lsst.skyframes import statistics as stats  # noqa: E402
 
 IQR_TO_SIGMA = 0.741301109252802
@@ -135,8 +136,9 @@ def main() -> None:
         for dtype in (np.float32, np.float64):
             values = image[:2048, :2048][~bad[:2048, :2048]].astype(dtype)
             values = values[np.isfinite(values)]
-            spread = stats._reduce_parallel(values, values.size, code, 3.0, 3)
-            single = stats._reduce(values, values.size, code, 3.0, 3, stats._workspace(values.size, values))
+            spread = _group_kernels._reduce_parallel(values, values.size, code, 3.0, 3)
+            work = _group_kernels._workspace(values.size, values)
+            single = _group_kernels._reduce(values, values.size, code, 3.0, 3, work)
             if not np.array_equal(np.array(spread), np.array(single), equal_nan=True):
                 FAILURES.append(f"parallel vs single {statistic} {dtype.__name__}: {spread} != {single}")
     print("  done")

@@ -9,13 +9,12 @@ import lsst.images
 import numpy as np
 import pytest
 
+from lsst.skyframes._selection import _select, _select_with_budget
 from lsst.skyframes.errors import BoxMismatchError, NoDataError, UnsupportedStyleError
 from lsst.skyframes.statistics import (
     IQR_TO_SIGMA,
     Property,
     StatsResult,
-    _select,
-    _select_with_budget,
     bad_pixel_mask,
     bin_centres,
     bin_edges,
