@@ -54,9 +54,12 @@ from lsst.images import MaskedImage
 from lsst.pex.config import Config, ConfigField, ConfigurableField, Field, FieldValidationError, ListField
 from lsst.pex.config.configurableField import ConfigurableInstance
 from lsst.pipe.base import (
+    InputQuantizedConnection,
+    OutputQuantizedConnection,
     PipelineTask,
     PipelineTaskConfig,
     PipelineTaskConnections,
+    QuantumContext,
     Struct,
 )
 from lsst.pipe.base import connectionTypes as cT
@@ -224,7 +227,12 @@ class CpSkyImageTask(PipelineTask):
         super().__init__(**kwargs)
         self.makeSubtask("maskObjects")
 
-    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
         inputs = butlerQC.get(inputRefs)
         data_id = butlerQC.quantum.dataId
         detector = inputs["camera"][data_id["detector"]]
@@ -334,7 +342,12 @@ class CpSkyScaleMeasureTask(PipelineTask):
     ConfigClass = CpSkyScaleMeasureConfig
     _DefaultName = "cpSkyScaleMeasure"
 
-    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
         inputs = butlerQC.get(inputRefs)
         try:
             outputs = self.run(**inputs)
@@ -476,7 +489,12 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         super().__init__(**kwargs)
         self.makeSubtask("sky")
 
-    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
         inputs = butlerQC.get(inputRefs)
         detector = inputs.pop("camera")[butlerQC.quantum.dataId["detector"]]
         outputs = self.run(**inputs, detector=detector)
@@ -667,7 +685,12 @@ class CpSkyCombineTask(PipelineTask):
         self.makeSubtask("sky")
         self.makeSubtask("pca")
 
-    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
         inputs = butlerQC.get(inputRefs)
         scales = {
             int(ref.dataId["exposure"]): scale

@@ -47,9 +47,12 @@ from lsst.pex.config import ConfigField, ConfigurableField, Field, FieldValidati
 from lsst.pipe.base import (
     AlgorithmError,
     AnnotatedPartialOutputsError,
+    InputQuantizedConnection,
+    OutputQuantizedConnection,
     PipelineTask,
     PipelineTaskConfig,
     PipelineTaskConnections,
+    QuantumContext,
     RepeatableQuantumError,
     Struct,
 )
@@ -396,7 +399,12 @@ class SkyCorrectionTask(PipelineTask):
         self.makeSubtask("maskObjects")
         self.makeSubtask("sky")
 
-    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+    def runQuantum(
+        self,
+        butlerQC: QuantumContext,
+        inputRefs: InputQuantizedConnection,
+        outputRefs: OutputQuantizedConnection,
+    ) -> None:
         # Detector order fixed by id, so logs and metadata are reproducible.
         refs = sorted(inputRefs.calExps, key=lambda ref: ref.dataId["detector"])
         detectorIds = [int(ref.dataId["detector"]) for ref in refs]
