@@ -79,7 +79,10 @@ def wrap_title(text: str, width_inches: float, fontsize: float = 12.0) -> str:
     """
     # An average glyph of matplotlib's default sans-serif font is ~0.6 em wide.
     columns = max(10, int(width_inches * 72.0 / (0.6 * fontsize)))
-    return "\n".join(textwrap.fill(line, columns) if line else line for line in text.split("\n"))
+    return "\n".join(
+        textwrap.fill(line, columns, break_long_words=False, break_on_hyphens=False) if line else line
+        for line in text.split("\n")
+    )
 
 
 def draw_titles(fig: Figure, axes: Sequence, names: Sequence[str], title: str) -> None:
@@ -87,8 +90,8 @@ def draw_titles(fig: Figure, axes: Sequence, names: Sequence[str], title: str) -
     width = fig.get_figwidth()
     for ax, name in zip(axes, names, strict=True):
         # A panel title is centred over its axes, which the colour bar and the axis labels leave
-        # about two thirds of the panel's width.
-        ax.set_title(wrap_title(name, 0.65 * width / len(axes), 11.0), fontsize=11.0)
+        # most of the panel's width; a title may overhang its axes a little, not the figure.
+        ax.set_title(wrap_title(name, 0.8 * width / len(axes), 11.0), fontsize=11.0)
     if title:
         fig.suptitle(wrap_title(title, 0.95 * width, 12.0), fontsize=12.0)
 
