@@ -206,9 +206,7 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
         and "detector" in dataset_type.dimensions.names
         and "detector" not in data_id
     ):
-        refs = butler.query_datasets(name, collections=collection, data_id=data_id, explain=False)
-        if not refs:
-            raise NoDataError(f"No {name!r} datasets matching {data_id} in {collection!r}.")
+        refs = _matching_refs(butler, name, collection, data_id)
         camera = read_camera(butler, refs[0].dataId["instrument"])
         arrays = {ref.dataId["detector"]: butler.get(ref).image.array.astype(np.float64) for ref in refs}
         plot_focal_plane(camera, [(name, arrays, "value", False)], path, title=title)
@@ -237,20 +235,32 @@ def plot_dataset(butler: Butler, name: str, collection: str, data_id: dict[str, 
     return path
 
 
+def _matching_refs(butler: Butler, name: str, collection: str, data_id: dict[str, Any]) -> list[Any]:
+    """Return every ``name`` dataset matching a (possibly partial) data ID.
+
+    Raises
+    ------
+    lsst.skyframes.errors.NoDataError
+        Raised if none matches.
+    """
+    refs = butler.query_datasets(name, collections=collection, data_id=data_id, explain=False, limit=None)
+    if not refs:
+        raise NoDataError(f"No {name!r} datasets matching {data_id} in {collection!r}.")
+    return refs
+
+
 def _single_ref(butler: Butler, name: str, collection: str, data_id: dict[str, Any]) -> Any:
     """Return the one ``name`` dataset matching a (possibly partial) data ID.
 
     Raises
     ------
     lsst.skyframes.errors.NoDataError
-        Raised if none matches.
+        Raised if none matches (`_matching_refs`).
     lsst.skyframes.errors.UsageError
         Raised if several match: the message names the data ID keys that
         tell them apart and some of their values.
     """
-    refs = butler.query_datasets(name, collections=collection, data_id=data_id, explain=False, limit=None)
-    if not refs:
-        raise NoDataError(f"No {name!r} dataset matching {data_id} in {collection!r}.")
+    refs = _matching_refs(butler, name, collection, data_id)
     if len(refs) == 1:
         return refs[0]
     keys = sorted(
@@ -281,9 +291,7 @@ def _plot_components(butler: Butler, collection: str, data_id: dict[str, Any], p
         ]
         plot_panels(panels, path, title=title, extent=extent, axis_labels=("x [pixel]", "y [pixel]"))
         return path
-    refs = butler.query_datasets(COMPONENTS_DATASET, collections=collection, data_id=data_id, explain=False)
-    if not refs:
-        raise NoDataError(f"No {COMPONENTS_DATASET!r} datasets matching {data_id} in {collection!r}.")
+    refs = _matching_refs(butler, COMPONENTS_DATASET, collection, data_id)
     camera = read_camera(butler, refs[0].dataId["instrument"])
     stats = {
         ref.dataId["detector"]: [
