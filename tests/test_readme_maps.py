@@ -114,3 +114,17 @@ def test_every_dataset_is_in_the_table_with_its_storage_class_and_dimensions(dec
     assert set(table) - set(declared) == set(), "datasets the README lists but no pipeline declares"
     for name, (storage_class, dimensions) in declared.items():
         assert table[name] == (storage_class, dimensions), name
+
+
+def test_every_exception_class_is_defined_in_errors():
+    """A user catches skyframes' exceptions from one module; the others re-export them."""
+    defined_elsewhere = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem == "errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                re.search(r"(Error|Exception)$", ast.unparse(base)) for base in node.bases
+            ):
+                defined_elsewhere.append(f"{path.name}:{node.name}")
+    assert defined_elsewhere == []

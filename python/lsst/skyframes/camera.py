@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from .errors import InputNotFoundError, SkyFramesError
+from .errors import CameraError, CameraLookupError, InputNotFoundError
 
 CAMERA_SCHEMA_VERSION = 1
 """The camera file schema version this module reads and writes."""
@@ -82,18 +82,6 @@ _BBOX_KEYS = ("width", "height")
 # that merely share an edge (zero gap) must not be reported, whatever the
 # rounding of their corner coordinates.
 _OVERLAP_RTOL = 1e-9
-
-
-class CameraError(SkyFramesError, ValueError):
-    """A camera description is malformed or inconsistent."""
-
-
-class CameraLookupError(SkyFramesError, KeyError):
-    """A detector or physical filter is not part of the camera."""
-
-    def __str__(self) -> str:
-        # KeyError would quote the message; keep it readable.
-        return str(self.args[0]) if self.args else ""
 
 
 class FocalPlaneBox(NamedTuple):

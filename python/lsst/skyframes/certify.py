@@ -13,12 +13,8 @@ import astropy.time
 from lsst.daf.butler import Butler, CollectionType, MissingDatasetTypeError, Timespan
 from lsst.daf.butler.registry import ConflictingDefinitionError
 
-from .errors import NoDataError, SkyFramesError, ValidityRangeError
+from .errors import CertificationConflictError, NoDataError, ValidityRangeError
 from .repo import calib_collection, require_collection
-
-
-class CertificationConflictError(SkyFramesError, ValueError):
-    """Other datasets are already certified for an overlapping validity range."""
 
 
 def _time(value: str | astropy.time.Time | None, what: str) -> astropy.time.Time | None:

@@ -36,7 +36,7 @@ __all__ = [
     "register_correction_inputs",
 ]
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,6 @@ from lsst.pipe.base import (
     PipelineTaskConfig,
     PipelineTaskConnections,
     QuantumContext,
-    RepeatableQuantumError,
     Struct,
 )
 from lsst.pipe.base import connectionTypes as cT
@@ -62,7 +61,7 @@ from lsst.utils.timer import timeMethod
 from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import BoxMismatchError, NoDataError
+from .errors import BoxMismatchError, FocalPlaneCoverageError, MissingSkyFrameError, NoDataError
 from .focal_plane import (
     FocalPlaneBackground,
     FocalPlaneBackgroundConfig,
@@ -74,65 +73,6 @@ from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
-
-# ---------------------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------------------
-
-
-class MissingSkyFrameError(NoDataError, RepeatableQuantumError):
-    """Detectors of a visit have no sky frame although ``doSky`` is set.
-
-    A `~lsst.pipe.base.RepeatableQuantumError` too: running the quantum
-    again will not help until the calibration is certified.
-
-    Parameters
-    ----------
-    message : `str`
-        What is wrong and how to fix it.
-    detectorIds : sequence of `int`
-        The detectors without a sky frame.
-    """
-
-    def __init__(self, message: str, detectorIds: Sequence[int]) -> None:
-        super().__init__(message)
-        self.detectorIds = tuple(int(d) for d in detectorIds)
-
-
-class FocalPlaneCoverageError(NoDataError, AlgorithmError):
-    """No bin of a visit's focal-plane background has enough good pixels.
-
-    An `~lsst.pipe.base.AlgorithmError`: `SkyCorrectionTask.runQuantum`
-    reports it the way pipe_base reports annotated partial outputs
-    (`~lsst.pipe.base.AnnotatedPartialOutputsError`), with `metadata`
-    recorded in the task metadata under ``failure``.
-
-    Parameters
-    ----------
-    message : `str`
-        What is wrong and how to fix it.
-    model : `str`
-        Which model failed (``bgModel1`` or ``bgModel2``).
-    goodPixels : mapping [`int`, `int`]
-        Good (unmasked, finite) pixels each detector contributed.
-    threshold : `float`
-        Good pixels a bin needs (``minFrac`` times the pixels of a bin).
-    """
-
-    def __init__(self, message: str, model: str, goodPixels: Mapping[int, int], threshold: float) -> None:
-        super().__init__(message)
-        self.model = model
-        self.goodPixels = {int(k): int(v) for k, v in goodPixels.items()}
-        self.threshold = float(threshold)
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "threshold": self.threshold,
-            "goodPixels": {str(k): v for k, v in self.goodPixels.items()},
-        }
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Connections and configuration

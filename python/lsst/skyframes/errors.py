@@ -7,18 +7,38 @@ catch (`ValueError`, `OSError`, ...), so generic handlers keep working.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The two exceptions a PipelineTask raises to tell the executor how to treat a
+# failed quantum must derive from pipe_base's classes.
+from lsst.pipe.base import AlgorithmError, RepeatableQuantumError
+
 __all__ = [
     "BackgroundFileError",
     "BoxMismatchError",
+    "CameraConflictError",
+    "CameraError",
+    "CameraLookupError",
+    "CertificationConflictError",
     "ConfigMismatchError",
+    "DatasetConflictError",
+    "ExposureConflictError",
+    "FocalPlaneCoverageError",
+    "IngestError",
     "InputNotFoundError",
+    "InstrumentCameraError",
     "MissingMetadataError",
+    "MissingSkyFrameError",
     "NoDataError",
     "NotFoundError",
+    "NotRegisteredError",
     "ProblemTooLargeError",
+    "RepoConfigError",
     "SkyFramesError",
     "UndersampledError",
     "UnsupportedStyleError",
+    "UnusableImageError",
     "UsageError",
     "ValidityRangeError",
 ]
@@ -95,3 +115,107 @@ class ValidityRangeError(SkyFramesError, ValueError):
 
 class UsageError(SkyFramesError, ValueError):
     """A command-line argument that cannot be understood."""
+
+
+class CameraError(SkyFramesError, ValueError):
+    """A camera description is malformed or inconsistent."""
+
+
+class CameraLookupError(SkyFramesError, KeyError):
+    """A detector or physical filter is not part of the camera."""
+
+    def __str__(self) -> str:
+        # KeyError would quote the message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class CertificationConflictError(SkyFramesError, ValueError):
+    """Other datasets are already certified for an overlapping validity range."""
+
+
+class IngestError(SkyFramesError, ValueError):
+    """A file that cannot be ingested (unreadable, or missing or bad header keys)."""
+
+
+class DatasetConflictError(IngestError):
+    """A dataset with the same data ID but other content is already in the RUN collection."""
+
+
+class ExposureConflictError(IngestError):
+    """The exposure id is already defined with another start time, filter or exposure time."""
+
+
+class UnusableImageError(IngestError, NoDataError):
+    """An image without a single usable pixel (all NaN, or fully masked)."""
+
+
+class InstrumentCameraError(SkyFramesError, ValueError):
+    """The camera of a `SkyFramesInstrument` cannot be found or does not fit."""
+
+
+class RepoConfigError(SkyFramesError, ValueError):
+    """A repository exists at the requested root with a different config, or
+    the root holds something other than a repository.
+    """
+
+
+class CameraConflictError(SkyFramesError, ValueError):
+    """A different camera is already registered under the same instrument name."""
+
+
+class NotRegisteredError(SkyFramesError, LookupError):
+    """An instrument or its camera is not registered in the repository."""
+
+
+class MissingSkyFrameError(NoDataError, RepeatableQuantumError):
+    """Detectors of a visit have no sky frame although ``doSky`` is set.
+
+    A `~lsst.pipe.base.RepeatableQuantumError` too: running the quantum
+    again will not help until the calibration is certified.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    detectorIds : sequence of `int`
+        The detectors without a sky frame.
+    """
+
+    def __init__(self, message: str, detectorIds: Sequence[int]) -> None:
+        super().__init__(message)
+        self.detectorIds = tuple(int(d) for d in detectorIds)
+
+
+class FocalPlaneCoverageError(NoDataError, AlgorithmError):
+    """No bin of a visit's focal-plane background has enough good pixels.
+
+    An `~lsst.pipe.base.AlgorithmError`: `SkyCorrectionTask.runQuantum`
+    reports it the way pipe_base reports annotated partial outputs
+    (`~lsst.pipe.base.AnnotatedPartialOutputsError`), with `metadata`
+    recorded in the task metadata under ``failure``.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    model : `str`
+        Which model failed (``bgModel1`` or ``bgModel2``).
+    goodPixels : mapping [`int`, `int`]
+        Good (unmasked, finite) pixels each detector contributed.
+    threshold : `float`
+        Good pixels a bin needs (``minFrac`` times the pixels of a bin).
+    """
+
+    def __init__(self, message: str, model: str, goodPixels: Mapping[int, int], threshold: float) -> None:
+        super().__init__(message)
+        self.model = model
+        self.goodPixels = {int(k): int(v) for k, v in goodPixels.items()}
+        self.threshold = float(threshold)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "goodPixels": {str(k): v for k, v in self.goodPixels.items()},
+        }

@@ -117,7 +117,14 @@ from lsst.images import Box, Image, MaskedImage
 from lsst.resources import ResourcePath
 
 from .camera import Camera
-from .errors import MissingMetadataError, NoDataError, SkyFramesError
+from .errors import (
+    DatasetConflictError,
+    ExposureConflictError,
+    IngestError,
+    MissingMetadataError,
+    SkyFramesError,
+    UnusableImageError,
+)
 from .mask_planes import default_mask_schema, mask_from_afw_bits, mask_to_afw_bits
 from .persistence import read_fits_safely
 from .repo import check_camera, insert_exposure
@@ -147,22 +154,6 @@ pixel outside them is refused (`UnusableImageError`).
 _MAD_TO_SIGMA = 1.482602218505602
 # Fewest neighbouring-pixel differences from which the background noise is estimated.
 _MIN_NOISE_PAIRS = 100
-
-
-class IngestError(SkyFramesError, ValueError):
-    """A file that cannot be ingested (unreadable, or missing or bad header keys)."""
-
-
-class DatasetConflictError(IngestError):
-    """A dataset with the same data ID but other content is already in the RUN collection."""
-
-
-class ExposureConflictError(IngestError):
-    """The exposure id is already defined with another start time, filter or exposure time."""
-
-
-class UnusableImageError(IngestError, NoDataError):
-    """An image without a single usable pixel (all NaN, or fully masked)."""
 
 
 @dataclasses.dataclass(frozen=True)

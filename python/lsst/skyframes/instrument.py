@@ -45,7 +45,7 @@ from lsst.pipe.base import Instrument
 from lsst.utils.introspection import get_full_type_name
 
 from .camera import _INSTRUMENT_NAME_RE, MAX_NAME_LENGTH, Camera
-from .errors import SkyFramesError
+from .errors import InstrumentCameraError
 
 if TYPE_CHECKING:
     from lsst.daf.butler import DataId, Formatter, FormatterV2, Registry
@@ -62,10 +62,6 @@ number, while ``visit_max * detector_max`` stays far below 2**63 for packed
 
 ONE_TO_ONE_VISIT_SYSTEM: tuple[int, str] = (0, "one-to-one")
 """The visit system (id, name) of single-exposure visits, as obs_base numbers it."""
-
-
-class InstrumentCameraError(SkyFramesError, ValueError):
-    """The camera of a `SkyFramesInstrument` cannot be found or does not fit."""
 
 
 _lock = threading.Lock()

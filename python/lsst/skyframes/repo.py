@@ -63,7 +63,13 @@ from lsst.resources import ResourcePath, ResourcePathExpression
 from lsst.utils.db_auth import DbAuthError
 
 from .camera import Camera
-from .errors import InputNotFoundError, NotFoundError, SkyFramesError
+from .errors import (
+    CameraConflictError,
+    InputNotFoundError,
+    NotFoundError,
+    NotRegisteredError,
+    RepoConfigError,
+)
 from .instrument import EXPOSURE_MAX, ONE_TO_ONE_VISIT_SYSTEM, SkyFramesInstrument
 
 CAMERA_DATASET_TYPE = "camera"
@@ -99,20 +105,6 @@ _MIN_EXPOSURE_SPAN = 1e-9 * u.s
 
 # Rubin's day_obs convention: the observing day rolls over at 12:00 UTC.
 _DAY_OBS_ROLLOVER = datetime.timedelta(hours=12)
-
-
-class RepoConfigError(SkyFramesError, ValueError):
-    """A repository exists at the requested root with a different config, or
-    the root holds something other than a repository.
-    """
-
-
-class CameraConflictError(SkyFramesError, ValueError):
-    """A different camera is already registered under the same instrument name."""
-
-
-class NotRegisteredError(SkyFramesError, LookupError):
-    """An instrument or its camera is not registered in the repository."""
 
 
 def _config_file(name: str) -> Path | None:

@@ -47,8 +47,8 @@ numba's cache (``cache=True``) is checked against the source of the kernel's
 own module only, yet a cached kernel holds the code of the kernels it calls
 from other modules: after editing a kernel module, delete the cached kernels
 (the ``*.nbi`` and ``*.nbc`` files in ``__pycache__``, or in
-``NUMBA_CACHE_DIR`` if set), or callers in unchanged modules keep running
-the old code.
+``NUMBA_CACHE_DIR`` if set; ``make clean-numba-cache`` does it), or
+callers in unchanged modules keep running the old code.
 """
 
 from __future__ import annotations
