@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench lint clean clean-numba-cache
 
 venv:
 	@scripts/bootstrap-venv
@@ -24,6 +24,12 @@ bench:
 lint: venv
 	$(VENV)/bin/ruff check python tests benchmarks
 	$(VENV)/bin/ruff format --check python tests benchmarks
+
+# numba checks a cached kernel against its own module's source only, so after editing
+# one kernel module its callers elsewhere keep the old code until the cache goes.
+clean-numba-cache:
+	find python -path '*/__pycache__/*' \( -name '*.nbi' -o -name '*.nbc' \) -delete
+	@if [ -n "$$NUMBA_CACHE_DIR" ]; then find "$$NUMBA_CACHE_DIR" \( -name '*.nbi' -o -name '*.nbc' \) -delete; fi
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
