@@ -8,7 +8,9 @@
   detector): masked image, merged background, scale -> normalised residual
   background;
 - `CpSkyCombineTask` (instrument, physical_filter, detector): residual
-  backgrounds of every exposure -> the ``sky`` calibration.
+  backgrounds of every exposure -> the ``sky`` calibration, with cp_pipe's
+  calibration header (`calibration_header`), dated from the exposure records
+  in the data IDs of its deferred ``inputExpHandles`` (no image is read).
 
 ``runQuantum`` only unpacks inputs and packs outputs; ``run`` calls plain
 functions and Task methods, so every step runs in a notebook without a butler.
@@ -685,6 +687,10 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
 class CpSkyCombineTask(PipelineTask):
     """Combine the exposures' residual backgrounds into the ``sky`` calibration.
 
+    The calibration's metadata gets cp_pipe's header (`calibration_header`):
+    its ``inputExpHandles`` (cp_pipe's connection, deferred) are never read,
+    their data IDs' exposure records give each input's start and exposure time.
+
     With ``nComponents`` > 1 it also builds multi-component templates
     (`~lsst.skyframes.pca.SkyPcaTask`) of every detector at once; see
     `runComponents`.
@@ -1135,7 +1141,7 @@ def calibration_header(
     inputs = [exposures[exposure] for exposure in ids]
     for i, exposure in enumerate(inputs):
         cards[f"CPP_INPUT_{i}"] = exposure.exposure_id
-        cards[f"CPP_INPUT_DATE_{i}"] = str(exposure.midpoint.tai.to_value("fits"))
+        cards[f"CPP_INPUT_DATE_{i}"] = str(_tai(exposure.midpoint).to_value("fits"))
         cards[f"CPP_INPUT_EXPT_{i}"] = exposure.exposure_time
     if not inputs:
         return cards
@@ -1150,9 +1156,17 @@ def calibration_header(
         ("END", newest),
         ("AVG", earliest + (newest - earliest) / 2.0),
     ):
-        cards[f"DATE-{suffix}"] = date.tai.isot
-        cards[f"MJD-{suffix}"] = float(date.tai.mjd)
+        cards[f"DATE-{suffix}"] = _tai(date).isot
+        cards[f"MJD-{suffix}"] = float(_tai(date).mjd)
     return cards
+
+
+def _tai(time: astropy.time.Time) -> astropy.time.Time:
+    """Return ``time`` in TAI, written to the millisecond as cp_pipe's cards are.
+
+    The registry's times print to the microsecond; cp_pipe's (from afw dates) to the millisecond.
+    """
+    return astropy.time.Time(time, scale="tai", precision=3)
 
 
 def _stamp_calibration(
