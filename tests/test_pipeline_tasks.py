@@ -12,6 +12,7 @@ session's reference build, so the ``sky`` frames this chain makes must equal the
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 import astropy.time
@@ -271,7 +272,11 @@ def test_header_dates_the_inputs_by_their_middles_as_cp_pipe_does():
 
 
 def test_header_without_exposure_records_lists_the_inputs_only():
-    header = calibration_header([1002, 1001])
+    created = datetime.datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=datetime.UTC)
+    header = calibration_header([1002, 1001], now=created)
+    assert header["CALIB_CREATION_DATETIME"] == "2026-01-02T03:04:05"
+    assert header["CALIB_CREATION_DATE"] == created.astimezone().strftime("%Y-%m-%d")
+    assert header["CALIB_CREATION_TIME"] == created.astimezone().strftime("%X %Z")
     assert (header["OBSTYPE"], header["CPP_INPUT_0"], header["CPP_INPUT_1"]) == ("SKY", 1001, 1002)
     assert not {"CPP_INPUT_DATE_0", "CPP_INPUT_EXPT_0", "TIMESYS", "DATE-BEG", "MJD-BEG"} & set(header)
     with pytest.raises(MissingMetadataError, match=r"input exposure\(s\) \[1002\]"):
