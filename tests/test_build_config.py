@@ -8,13 +8,14 @@ cpSkyCombine at run time. Subtask fields a build task never reads are refused wh
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from lsst.images import Image, MaskedImage
-from lsst.pex.config import FieldValidationError
+from lsst.pex.config import Field, FieldValidationError
 from lsst.pipe.base import Pipeline
 from lsst.pipe.base.pipelineIR import ContractError
 
@@ -24,6 +25,8 @@ from lsst.skyframes.build import (
     SCALE_FIT_FIELDS,
     CpSkyCombineConfig,
     CpSkyCombineTask,
+    CpSkyScaleMeasureConfig,
+    CpSkyScaleMeasureTask,
     CpSkySubtractBackgroundConfig,
 )
 from lsst.skyframes.errors import ConfigMismatchError
@@ -100,6 +103,69 @@ def test_pipetask_run_refuses_the_ignored_bin_size(tmp_path):
     assert "ContractError" in result.stderr and "-c parameters:xBinSize=N" in result.stderr, result.stderr[
         -3000:
     ]
+
+
+# --- cp_pipe's cpSky contracts (pipelines/_ingredients/cpSky.yaml, less the ISR one) -------------------
+
+# (label, or COMBINE for the pipeline's combination label; connection; a phrase of the contract's
+# message): renaming the connection on one side alone must stop pipeline resolution with that message.
+CONNECTION_CONTRACTS = [
+    ("cpSkyScaleMeasure", "inputBkgs", "cpSkyImage writes as connections.maskedBkg"),
+    ("cpSkySubtractBackground", "inputExp", "cpSkyImage writes as connections.maskedExp"),
+    ("cpSkySubtractBackground", "inputBkg", "cpSkyScaleMeasure writes as connections.outputBkg"),
+    ("cpSkySubtractBackground", "inputScale", "cpSkyScaleMeasure writes as connections.outputScale"),
+    ("COMBINE", "inputBkgs", "cpSkySubtractBackground writes as connections.outputBkg"),
+    ("COMBINE", "inputExpHandles", "whose exposure records date the sky frame's inputs"),
+    ("COMBINE", "inputScales", "each exposure's sky level, or why it was dropped"),
+]
+
+
+@pytest.mark.parametrize("path, label", PIPELINES)
+@pytest.mark.parametrize("task, connection, message", CONNECTION_CONTRACTS)
+def test_contract_refuses_a_connection_renamed_on_one_side(path, label, task, connection, message):
+    task = label if task == "COMBINE" else task
+    with pytest.raises(ContractError, match=f"{task}:connections.{connection} .*{re.escape(message)}"):
+        _graph(path, (task, f"connections.{connection}", "renamedDatasetType"))
+
+
+@pytest.mark.parametrize("path, label", PIPELINES)
+def test_contracts_accept_a_dataset_type_renamed_on_both_sides(path, label):
+    graph = _graph(
+        path,
+        ("cpSkyImage", "connections.maskedExp", "renamedMaskedExp"),
+        ("cpSkySubtractBackground", "connections.inputExp", "renamedMaskedExp"),
+        (label, "connections.inputExpHandles", "renamedMaskedExp"),
+    )
+    assert {edge.parent_dataset_type_name for edge in graph.tasks[label].inputs.values()} >= {
+        "renamedMaskedExp"
+    }
+
+
+class _AlternateScaleMeasureConfig(CpSkyScaleMeasureConfig):
+    # cp_pipe's field, so that the contract can be violated whether or not the package's own
+    # cpSkyScaleMeasure has it yet.
+    includeAlternateBackground = Field[bool](doc="cp_pipe's option (test stand-in).", default=False)
+
+
+class _AlternateScaleMeasureTask(CpSkyScaleMeasureTask):
+    ConfigClass = _AlternateScaleMeasureConfig
+
+
+@pytest.mark.parametrize("path, label", PIPELINES)
+def test_contract_refuses_include_alternate_background_on_one_step(path, label):
+    pipeline = Pipeline.from_uri(str(path))
+    pipeline.addTask(_AlternateScaleMeasureTask, "cpSkyScaleMeasure")
+    pipeline.to_graph()  # False, like a task without the field: the contract holds
+    pipeline.addConfigOverride("cpSkyScaleMeasure", "includeAlternateBackground", True)
+    with pytest.raises(ContractError, match="includeAlternateBackground differ: the second physical type"):
+        pipeline.to_graph()
+
+
+@pytest.mark.parametrize("path", [path for path, _ in PIPELINES])
+@pytest.mark.parametrize("subset", ["step1", "step2", "step3"])
+def test_contracts_of_steps_run_alone_resolve(path, subset):
+    # pipe_base drops a subset's contracts that name a label outside it; one it kept would fail here.
+    Pipeline.from_uri(f"{path}#{subset}").to_graph()
 
 
 # --- cpSkyCombine's run-time check (tasks run without the YAML, or step3 alone) ---------------------------

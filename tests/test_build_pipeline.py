@@ -1,11 +1,15 @@
 """The whole build chain through the real ``pipetask run`` command line."""
 
+import dataclasses
+import datetime
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import astropy.time
+import astropy.units as u
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
@@ -38,7 +42,12 @@ def built(tmp_path_factory):
     camera = make_synthetic_camera(n_x=2, n_y=2, size=256, gap_px=32)
     camera_file = tmp / "camera.yaml"
     camera.to_yaml(camera_file)
-    plans = plan_exposures(10, camera.physical_filters[0], seed=SEED)
+    # Exposure times differ (they do not change the simulated pixels), so that the header's
+    # CPP_INPUT_EXPT_<i> and DATE-END can be told apart from a constant.
+    plans = [
+        dataclasses.replace(plan, exposure_time=15.0 + 5.0 * index)
+        for index, plan in enumerate(plan_exposures(10, camera.physical_filters[0], seed=SEED))
+    ]
     files = []
     for plan in plans:
         for detector in camera:
@@ -56,15 +65,16 @@ def built(tmp_path_factory):
         + ["--register-dataset-types"],
         [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"],
     ]
+    started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     for command in commands:
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         assert result.returncode == 0, (command[:2], result.stdout[-3000:], result.stderr[-5000:])
     assert "4 'sky' datasets newly certified" in result.stdout
-    return camera, root, plans
+    return camera, root, plans, (started, datetime.datetime.now(datetime.UTC))
 
 
 def test_sky_frames_match_truth_within_noise(built):
-    camera, root, plans = built
+    camera, root, plans, _ = built
     butler = Butler.from_config(root)
     fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
     truth = noiseless_sky_frames(camera, plans, focal_plane_config=fp_config, bin_size=(32, 32))
@@ -109,8 +119,50 @@ def test_sky_frames_match_truth_within_noise(built):
         assert np.std(truth[detector.id]) > 10 * noise.mean()
 
 
+def test_sky_header_records_the_inputs_as_cp_pipe_does(built):
+    """cp_pipe's calibration header, against the ingested exposures' plan (UTC starts, exposure times)."""
+    camera, root, plans, (started, finished) = built
+    butler = Butler.from_config(root)
+    # Truth, from the plan: ingest reads DATE-OBS as UTC; the header is in TAI, each input dated
+    # by the middle of its exposure (afw's VisitInfo date), the range from first start to last end.
+    begins = {plan.exposure_id: astropy.time.Time(plan.obs_start, scale="utc").tai for plan in plans}
+    ends = {plan.exposure_id: begins[plan.exposure_id] + plan.exposure_time * u.s for plan in plans}
+    first, last = plans[0].exposure_id, plans[-1].exposure_id
+    average = begins[first] + (ends[last] - begins[first]) / 2
+    for detector in camera:
+        sky = butler.get(
+            "sky",
+            instrument=camera.instrument,
+            detector=detector.id,
+            physical_filter=plans[0].physical_filter,
+            collections="skybuild",
+        )
+        header = sky.metadata
+        assert header["OBSTYPE"] == "SKY"
+        created = datetime.datetime.fromisoformat(header["CALIB_CREATION_DATETIME"])
+        created = created.replace(tzinfo=datetime.UTC)
+        assert started <= created <= finished
+        local = created.astimezone()
+        assert header["CALIB_CREATION_DATE"] == local.strftime("%Y-%m-%d")
+        assert header["CALIB_CREATION_TIME"] == local.strftime("%X %Z")
+        assert header["SKY_NINPUTS"] == len(plans)
+        for index, plan in enumerate(plans):
+            middle = begins[plan.exposure_id] + plan.exposure_time / 2 * u.s
+            assert header[f"CPP_INPUT_{index}"] == plan.exposure_id
+            assert header[f"CPP_INPUT_DATE_{index}"] == middle.to_value("fits")
+            assert header[f"CPP_INPUT_EXPT_{index}"] == plan.exposure_time
+        assert f"CPP_INPUT_{len(plans)}" not in header
+        assert header["TIMESYS"] == "TAI"
+        expected = {"OBS": begins[first], "BEG": begins[first], "END": ends[last], "AVG": average}
+        for suffix, date in expected.items():
+            assert header[f"DATE-{suffix}"] == date.isot, suffix
+            assert header[f"MJD-{suffix}"] == pytest.approx(date.mjd, abs=1e-3 / 86400), suffix
+        # 37 s of leap seconds between UTC and TAI: the header is not in the ingested UTC.
+        assert header["DATE-BEG"] == "2026-11-01T03:00:37.000"
+
+
 def test_certify_twice_is_harmless(built):
-    camera, root, _ = built
+    camera, root, _, _ = built
     result = subprocess.run(
         [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"],
         capture_output=True,
@@ -120,7 +172,7 @@ def test_certify_twice_is_harmless(built):
 
 
 def test_quality_reports_and_figures(built, tmp_path):
-    camera, root, plans = built
+    camera, root, plans, _ = built
     butler = Butler.from_config(root)
     for detector in camera:
         report = butler.get(

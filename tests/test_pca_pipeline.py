@@ -181,6 +181,18 @@ def test_one_quantum_per_filter_and_component_one_is_the_sky_frame(repo):
         # (no exposure is rejected here) and the templates file starts with it.
         np.testing.assert_array_equal(sky.image.array, single.image.array)
         np.testing.assert_array_equal(templates[0][0].getStatsImage().image.array, sky.image.array)
+        # Its calibration header is the single frame's (less the creation time): plan_exposures'
+        # ids from 1000, 30-s exposures every 2 minutes from 03:00 UTC (TAI = UTC + 37 s).
+        keys = ("OBSTYPE", "SKY_NINPUTS", "CPP_INPUT_", "TIMESYS", "DATE-", "MJD-")
+        provenance = {k: v for k, v in sky.metadata.items() if k.startswith(keys)}
+        assert len(provenance) == 2 + 3 * N_EXPOSURES + 1 + 8
+        assert provenance == {k: v for k, v in single.metadata.items() if k.startswith(keys)}
+        assert [sky.metadata[f"CPP_INPUT_{i}"] for i in range(N_EXPOSURES)] == [
+            1000 + i for i in range(N_EXPOSURES)
+        ]
+        assert f"CPP_INPUT_{N_EXPOSURES}" not in sky.metadata
+        assert sky.metadata["CPP_INPUT_DATE_1"] == "2026-11-01T03:02:52.000"
+        assert sky.metadata["DATE-END"] == f"2026-11-01T03:{2 * N_EXPOSURES - 1:02d}:07.000"
         # Found by calibration lookup as a later visit would.
         found = butler.get(
             "sky_components",

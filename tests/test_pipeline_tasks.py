@@ -12,12 +12,14 @@ session's reference build, so the ``sky`` frames this chain makes must equal the
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
+import astropy.time
 import lsst.pipe.base.testUtils
 import numpy as np
 import pytest
-from lsst.daf.butler import Butler
+from lsst.daf.butler import Butler, DataCoordinate, DimensionUniverse
 from lsst.pipe.base import Pipeline, QuantumContext
 from lsst.pipe.base.testUtils import assertValidOutput, lintConnections, makeQuantum, runTestQuantum
 
@@ -28,8 +30,12 @@ from lsst.skyframes.build import (
     CpSkyImageTask,
     CpSkyScaleMeasureTask,
     CpSkySubtractBackgroundTask,
+    InputExposure,
+    calibration_header,
+    input_exposures_of,
 )
 from lsst.skyframes.correction import SkyCorrectionConfig, SkyCorrectionTask
+from lsst.skyframes.errors import MissingMetadataError
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import create_repo, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, put_science_visit, simulate_science_visit
@@ -171,6 +177,10 @@ def chain(reference_build, tmp_path_factory):
         }
         if "inputScales" in combine_inputs:
             io["inputScales"] = [{"instrument": instrument, "exposure": e} for e in exposures]
+        if "inputExpHandles" in combine_inputs:
+            io["inputExpHandles"] = [
+                {"instrument": instrument, "exposure": e, "detector": detector.id} for e in exposures
+            ]
         steps["combine"].append(_run_quantum(combine_task, butler, calib, io))
 
     plan = ExposurePlan(
@@ -205,6 +215,15 @@ def test_every_quantum_hands_run_what_the_repository_holds(chain, reference_buil
     assert all(len(step.kwargs["inputBkgs"]) == len(reference.camera) for step in steps["scale"])
     exposures = sorted(plan.exposure_id for plan in reference.plans)
     assert all(sorted(step.kwargs["exposureIds"]) == exposures for step in steps["combine"])
+    # The deferred inputExpHandles are not read: their exposure records date the inputs.
+    for step in steps["combine"]:
+        dated = step.kwargs["inputExposures"]
+        assert sorted(dated) == exposures
+        for plan in reference.plans:
+            exposure = dated[plan.exposure_id]
+            assert exposure.exposure_time == plan.exposure_time
+            start = astropy.time.Time(plan.obs_start, scale="utc")
+            assert abs((exposure.begin - start).to_value("s")) < 1e-6
     (correct,) = steps["correct"]
     assert sorted(correct.kwargs["detectorIds"]) == sorted(reference.camera.detector_ids)
     assert np.isfinite(correct.result.skyFrameScale)
@@ -223,3 +242,50 @@ def test_the_chain_makes_pipetasks_sky_frames(chain, reference_build):
     reference, run = reference_build
     ours = dataclasses.replace(reference, root=root)
     assert_identical_frames(sky_frames(ours, RUN), sky_frames(reference, run))
+
+
+# --- The sky frame's calibration header (cp_pipe's combineHeaders) -----------------------------------
+
+
+def _exposure(exposure_id: int, start: str, exposure_time: float) -> InputExposure:
+    return InputExposure(exposure_id, astropy.time.Time(start, scale="tai"), exposure_time)
+
+
+def test_header_dates_the_inputs_by_their_middles_as_cp_pipe_does():
+    # Exposure 2 starts later but its middle is earlier: cp_pipe orders the inputs by their middles
+    # and takes the range from the first one's start to the last one's end (here not the latest end).
+    exposures = {
+        1: _exposure(1, "2026-11-01T03:00:00", 600.0),  # middle 03:05:00, end 03:10:00
+        2: _exposure(2, "2026-11-01T03:01:00", 20.0),  # middle 03:01:10, end 03:01:20
+    }
+    header = calibration_header([2, 1], exposures)
+    assert [header["CPP_INPUT_0"], header["CPP_INPUT_1"]] == [1, 2]
+    assert header["CPP_INPUT_DATE_0"] == "2026-11-01T03:05:00.000"
+    assert header["CPP_INPUT_DATE_1"] == "2026-11-01T03:01:10.000"
+    assert [header["CPP_INPUT_EXPT_0"], header["CPP_INPUT_EXPT_1"]] == [600.0, 20.0]
+    assert header["DATE-OBS"] == header["DATE-BEG"] == "2026-11-01T03:01:00.000"
+    assert header["DATE-END"] == "2026-11-01T03:10:00.000"
+    assert header["DATE-AVG"] == "2026-11-01T03:05:30.000"
+    mjd_begin = astropy.time.Time("2026-11-01T03:01:00", scale="tai").mjd
+    assert header["MJD-BEG"] == pytest.approx(mjd_begin, abs=1e-8)
+    assert header["MJD-AVG"] - header["MJD-BEG"] == pytest.approx(270.0 / 86400, abs=1e-8)
+
+
+def test_header_without_exposure_records_lists_the_inputs_only():
+    created = datetime.datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=datetime.UTC)
+    header = calibration_header([1002, 1001], now=created)
+    assert header["CALIB_CREATION_DATETIME"] == "2026-01-02T03:04:05"
+    assert header["CALIB_CREATION_DATE"] == created.astimezone().strftime("%Y-%m-%d")
+    assert header["CALIB_CREATION_TIME"] == created.astimezone().strftime("%X %Z")
+    assert (header["OBSTYPE"], header["CPP_INPUT_0"], header["CPP_INPUT_1"]) == ("SKY", 1001, 1002)
+    assert not {"CPP_INPUT_DATE_0", "CPP_INPUT_EXPT_0", "TIMESYS", "DATE-BEG", "MJD-BEG"} & set(header)
+    with pytest.raises(MissingMetadataError, match=r"input exposure\(s\) \[1002\]"):
+        calibration_header([1001, 1002], {1001: _exposure(1001, "2026-11-01T03:00:00", 30.0)})
+
+
+def test_input_exposures_need_expanded_data_ids():
+    data_id = DataCoordinate.standardize(
+        {"instrument": "SkyCam", "exposure": 1001, "detector": 0}, universe=DimensionUniverse()
+    )
+    with pytest.raises(MissingMetadataError, match=r"exposure 1001 has no exposure record.*expandDataId"):
+        input_exposures_of([data_id])

@@ -169,7 +169,8 @@ def test_extend_run_without_the_bad_exposure_builds_from_one_input(corrupted, fa
     for detector in repo.camera:
         data_id = {"instrument": repo.instrument, "detector": detector.id}
         sky = butler.get("sky", data_id, physical_filter=physical_filter, collections="fault/run")
-        assert sky.metadata["SKY_NINPUTS"] == 1 and sky.metadata["SKY_INPUT_0"] == good
+        assert sky.metadata["SKY_NINPUTS"] == 1 and sky.metadata["CPP_INPUT_0"] == good
+        assert "CPP_INPUT_1" not in sky.metadata  # the excluded exposure is not an input
         # Truth: the clipped mean of one input is that input, bin for bin; a bin it did not
         # measure (all its pixels masked) takes the median of the others and is flagged NO_DATA.
         residual = butler.get("cpSkyExpResidualBackground", data_id, exposure=good, collections="fault/run")

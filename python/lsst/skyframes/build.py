@@ -8,7 +8,9 @@
   detector): masked image, merged background, scale -> normalised residual
   background;
 - `CpSkyCombineTask` (instrument, physical_filter, detector): residual
-  backgrounds of every exposure -> the ``sky`` calibration.
+  backgrounds of every exposure -> the ``sky`` calibration, with cp_pipe's
+  calibration header (`calibration_header`), dated from the exposure records
+  in the data IDs of its deferred ``inputExpHandles`` (no image is read).
 
 ``runQuantum`` only unpacks inputs and packs outputs; ``run`` calls plain
 functions and Task methods, so every step runs in a notebook without a butler.
@@ -37,19 +39,24 @@ __all__ = [
     "CpSkyScaleMeasureTask",
     "CpSkySubtractBackgroundConfig",
     "CpSkySubtractBackgroundTask",
+    "InputExposure",
+    "calibration_header",
     "describe",
     "dropped_exposures",
+    "input_exposures_of",
     "refuse_scale_fit_fields",
     "refuse_unused_fields",
 ]
 
 import dataclasses
 import datetime
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import astropy.time
 import numpy as np
 
+from lsst.daf.butler import DataCoordinate
 from lsst.images import MaskedImage
 from lsst.pex.config import Config, ConfigField, ConfigurableField, Field, FieldValidationError, ListField
 from lsst.pex.config.configurableField import ConfigurableInstance
@@ -67,7 +74,7 @@ from lsst.pipe.base import connectionTypes as cT
 from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import ConfigMismatchError, NoDataError
+from .errors import ConfigMismatchError, MissingMetadataError, NoDataError
 from .focal_plane import (
     FocalPlaneBackground,
     SkyFocalPlaneConfig,
@@ -576,6 +583,15 @@ class CpSkyCombineConnections(
         dimensions=("instrument", "exposure"),
         multiple=True,
     )
+    inputExpHandles = cT.Input(
+        name="cpSkyMaskedIsrExp",
+        doc="Object-masked images of the inputs (as cp_pipe). Never read: the exposure records of their "
+        "data IDs give the sky frame's provenance header (CPP_INPUT_*, DATE-*, MJD-*).",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+        deferLoad=True,
+    )
     outputCalib = cT.Output(
         name="sky",
         doc="Sky frame: combined residual background, in units of the sky level (with nComponents > 1: "
@@ -671,6 +687,10 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
 class CpSkyCombineTask(PipelineTask):
     """Combine the exposures' residual backgrounds into the ``sky`` calibration.
 
+    The calibration's metadata gets cp_pipe's header (`calibration_header`):
+    its ``inputExpHandles`` (cp_pipe's connection, deferred) are never read,
+    their data IDs' exposure records give each input's start and exposure time.
+
     With ``nComponents`` > 1 it also builds multi-component templates
     (`~lsst.skyframes.pca.SkyPcaTask`) of every detector at once; see
     `runComponents`.
@@ -696,6 +716,8 @@ class CpSkyCombineTask(PipelineTask):
             int(ref.dataId["exposure"]): scale
             for ref, scale in zip(inputRefs.inputScales, inputs["inputScales"], strict=True)
         }
+        # The handles are never read: their data IDs carry the exposure records.
+        input_exposures = input_exposures_of(handle.dataId for handle in inputs["inputExpHandles"])
         if self.config.nComponents == 1:
             exposures = [int(ref.dataId["exposure"]) for ref in inputRefs.inputBkgs]
             outputs = self.run(
@@ -703,6 +725,7 @@ class CpSkyCombineTask(PipelineTask):
                 exposureIds=exposures,
                 dropped=dropped_exposures(scales, exposures),
                 detectorId=int(butlerQC.quantum.dataId["detector"]),
+                inputExposures=input_exposures,
             )
             butlerQC.put(outputs, outputRefs)
             return
@@ -715,7 +738,12 @@ class CpSkyCombineTask(PipelineTask):
         for ref, background in zip(inputRefs.inputBkgs, inputs["inputBkgs"], strict=True):
             row = backgrounds.setdefault(int(ref.dataId["detector"]), [None] * len(exposures))
             row[column[int(ref.dataId["exposure"])]] = background
-        outputs = self.runComponents(backgrounds, exposures, dropped=dropped_exposures(scales, exposures))
+        outputs = self.runComponents(
+            backgrounds,
+            exposures,
+            dropped=dropped_exposures(scales, exposures),
+            inputExposures=input_exposures,
+        )
         for name in ("outputCalib", "outputComponents", "outputQuality"):
             for ref in getattr(outputRefs, name):
                 butlerQC.put(getattr(outputs, name)[int(ref.dataId["detector"])], ref)
@@ -726,6 +754,7 @@ class CpSkyCombineTask(PipelineTask):
         exposureIds: Sequence[int] = (),
         dropped: Sequence[Mapping[str, Any]] = (),
         detectorId: int | None = None,
+        inputExposures: Mapping[int, InputExposure] | None = None,
     ) -> Struct:
         """Average the residual backgrounds into a sky frame and report on it.
 
@@ -741,13 +770,17 @@ class CpSkyCombineTask(PipelineTask):
             report and in the error if too few inputs remain.
         detectorId : `int`, optional
             The detector, for log and error messages.
+        inputExposures : `~collections.abc.Mapping` [`int`, `InputExposure`], optional
+            When each input exposure was taken, by exposure id (at least every
+            input of ``exposureIds``; see `input_exposures_of`). Without it the
+            header lists only the inputs' ids.
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
-            ``outputCalib``: the sky frame, with metadata ``OBSTYPE = SKY``,
-            ``CALIB_CREATION_DATE``/``TIME``, ``SKY_NINPUTS`` and the input
-            exposure ids ``SKY_INPUT_<i>``; ``outputQuality``: the
+            ``outputCalib``: the sky frame, with cp_pipe's calibration header
+            in its metadata (see `calibration_header`) and ``SKY_NINPUTS``,
+            the number of inputs; ``outputQuality``: the
             `~lsst.skyframes.quality.quality_report`.
 
         Raises
@@ -757,6 +790,8 @@ class CpSkyCombineTask(PipelineTask):
         lsst.skyframes.errors.ConfigMismatchError
             Raised if the inputs were binned otherwise than ``sky.background``
             says (bin counts or interpolation style).
+        lsst.skyframes.errors.MissingMetadataError
+            Raised if ``inputExposures`` lacks an input that was used.
 
         Notes
         -----
@@ -768,7 +803,7 @@ class CpSkyCombineTask(PipelineTask):
         used, used_ids, rejected = select_inputs(inputBkgs, ids)
         self._checkInputs(used, rejected, dropped, detectorId)
         sky = self.sky.averageBackgrounds(used)
-        _stamp_calibration(sky, used_ids)
+        _stamp_calibration(sky, used_ids, inputExposures)
         report = quality_report(sky, used, used_ids, rejected, dropped=dropped)
         return Struct(outputCalib=sky, outputQuality=report)
 
@@ -777,6 +812,7 @@ class CpSkyCombineTask(PipelineTask):
         backgrounds: Mapping[int, Sequence[BackgroundList | None]],
         exposureIds: Sequence[int],
         dropped: Sequence[Mapping[str, Any]] = (),
+        inputExposures: Mapping[int, InputExposure] | None = None,
     ) -> Struct:
         """Build ``nComponents`` templates of every detector from the whole focal plane.
 
@@ -791,6 +827,8 @@ class CpSkyCombineTask(PipelineTask):
         dropped : sequence of `dict`, optional
             Exposures of the build not in ``exposureIds`` (dropped upstream),
             with reasons, as for `run`; in every detector's report.
+        inputExposures : `~collections.abc.Mapping` [`int`, `InputExposure`], optional
+            When each exposure was taken, as for `run`.
 
         Returns
         -------
@@ -811,6 +849,8 @@ class CpSkyCombineTask(PipelineTask):
         lsst.skyframes.errors.ConfigMismatchError
             Raised if the inputs were binned otherwise than ``sky.background``
             says.
+        lsst.skyframes.errors.MissingMetadataError
+            Raised if ``inputExposures`` lacks an input that was used.
         """
         ids = [int(e) for e in exposureIds]
         for per_exposure in backgrounds.values():
@@ -847,7 +887,7 @@ class CpSkyCombineTask(PipelineTask):
             ]
             self._checkInputs(used, rejected, detector_dropped, detector)
             frames = result.skyFrames[detector]
-            _stamp_calibration(frames[0], used_ids)
+            _stamp_calibration(frames[0], used_ids, inputExposures)
             calibs[detector] = frames[0]
             components[detector] = BackgroundList(
                 *(self.sky.exposureToBackground(frame)[0] for frame in frames)
@@ -975,12 +1015,163 @@ def dropped_exposures(
     ]
 
 
-def _stamp_calibration(sky: MaskedImage, exposure_ids: Sequence[int]) -> None:
-    """Write the calibration header cards of a sky frame (creation time, inputs)."""
-    now = datetime.datetime.now(datetime.UTC)
-    sky.metadata["OBSTYPE"] = "SKY"
-    sky.metadata["CALIB_CREATION_DATE"] = now.date().isoformat()
-    sky.metadata["CALIB_CREATION_TIME"] = now.time().isoformat(timespec="seconds")
+@dataclasses.dataclass(frozen=True)
+class InputExposure:
+    """When one input exposure of a sky frame was taken (its butler ``exposure`` record).
+
+    Attributes
+    ----------
+    exposure_id : `int`
+        Exposure id.
+    begin : `astropy.time.Time`
+        Start of the exposure.
+    exposure_time : `float`
+        Exposure time in seconds.
+    """
+
+    exposure_id: int
+    begin: astropy.time.Time
+    exposure_time: float
+
+    @property
+    def midpoint(self) -> astropy.time.Time:
+        """Middle of the exposure: the date afw's ``VisitInfo`` gives an exposure."""
+        return self.begin + astropy.time.TimeDelta(self.exposure_time / 2.0, format="sec")
+
+    @property
+    def end(self) -> astropy.time.Time:
+        """End of the exposure: ``begin`` plus the exposure time."""
+        return self.begin + astropy.time.TimeDelta(self.exposure_time, format="sec")
+
+
+def input_exposures_of(data_ids: Iterable[DataCoordinate]) -> dict[int, InputExposure]:
+    """Read when each exposure was taken from expanded data IDs, without any file I/O.
+
+    Parameters
+    ----------
+    data_ids : iterable of `lsst.daf.butler.DataCoordinate`
+        Data IDs with an ``exposure`` (e.g. of cpSkyCombine's deferred
+        ``inputExpHandles``), expanded: a quantum's always are.
+
+    Returns
+    -------
+    exposures : `dict` [`int`, `InputExposure`]
+        By exposure id; data IDs of one exposure (its detectors) give one entry.
+
+    Raises
+    ------
+    lsst.skyframes.errors.MissingMetadataError
+        Raised if a data ID carries no exposure record, or one without a
+        start time.
+    """
+    exposures: dict[int, InputExposure] = {}
+    for data_id in data_ids:
+        exposure_id = int(data_id["exposure"])
+        if exposure_id in exposures:
+            continue
+        record = data_id.records["exposure"] if data_id.hasRecords() else None
+        if record is None or record.timespan is None or record.timespan.begin is None:
+            raise MissingMetadataError(
+                f"cpSkyCombine: the data ID {data_id} of input exposure {exposure_id} has no exposure record "
+                "with a start time, which the sky frame's header (CPP_INPUT_DATE_*, DATE-*) needs. Pass "
+                "expanded data IDs (butler.registry.expandDataId), as pipetask does, and give every exposure "
+                "a timespan (skyframes ingest does)."
+            )
+        exposures[exposure_id] = InputExposure(
+            exposure_id, record.timespan.begin, float(record.exposure_time)
+        )
+    return exposures
+
+
+def calibration_header(
+    exposure_ids: Sequence[int],
+    exposures: Mapping[int, InputExposure] | None = None,
+    *,
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """Return the header cards cp_pipe gives a sky calibration (its ``combineHeaders``).
+
+    Parameters
+    ----------
+    exposure_ids : sequence of `int`
+        The exposures the sky frame was made from; ``CPP_INPUT_<i>`` lists
+        them in increasing order.
+    exposures : `~collections.abc.Mapping` [`int`, `InputExposure`], optional
+        When each was taken; `None` writes neither input dates and exposure
+        times nor the DATE/MJD range.
+    now : `datetime.datetime`, optional
+        Creation time (aware); default the current time.
+
+    Returns
+    -------
+    cards : `dict` [`str`, `str` | `int` | `float`]
+        In order: ``OBSTYPE`` (``SKY``); ``CALIB_CREATION_DATETIME`` (UTC,
+        ``YYYY-MM-DDThh:mm:ss``), ``CALIB_CREATION_DATE`` and
+        ``CALIB_CREATION_TIME`` (local time, ``%Y-%m-%d`` and ``%X %Z``); per
+        input i: ``CPP_INPUT_<i>`` (exposure id), ``CPP_INPUT_DATE_<i>`` (TAI
+        middle of the exposure, FITS format) and ``CPP_INPUT_EXPT_<i>``
+        (exposure time, s); then ``TIMESYS`` = ``TAI`` and ``DATE-OBS``,
+        ``DATE-BEG``, ``DATE-END``, ``DATE-AVG`` with the ``MJD-`` of each:
+        from the start of the input whose middle is earliest to the end of the
+        one whose middle is latest, and the midpoint of the two.
+
+    Raises
+    ------
+    lsst.skyframes.errors.MissingMetadataError
+        Raised if ``exposures`` lacks one of ``exposure_ids``.
+    """
+    now = datetime.datetime.now(datetime.UTC) if now is None else now
+    local = now.astimezone()
+    cards: dict[str, Any] = {
+        "OBSTYPE": "SKY",
+        "CALIB_CREATION_DATETIME": now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "CALIB_CREATION_DATE": local.strftime("%Y-%m-%d"),
+        "CALIB_CREATION_TIME": local.strftime("%X %Z"),
+    }
+    ids = sorted(int(e) for e in exposure_ids)
+    if exposures is None:
+        cards.update({f"CPP_INPUT_{i}": exposure for i, exposure in enumerate(ids)})
+        return cards
+    missing = [exposure for exposure in ids if exposure not in exposures]
+    if missing:
+        raise MissingMetadataError(
+            f"cpSkyCombine: no exposure record for the input exposure(s) {missing} (the sky frame's header "
+            "dates them); its inputExpHandles (cpSkyMaskedIsrExp) must include every input exposure."
+        )
+    inputs = [exposures[exposure] for exposure in ids]
+    for i, exposure in enumerate(inputs):
+        cards[f"CPP_INPUT_{i}"] = exposure.exposure_id
+        cards[f"CPP_INPUT_DATE_{i}"] = str(_tai(exposure.midpoint).to_value("fits"))
+        cards[f"CPP_INPUT_EXPT_{i}"] = exposure.exposure_time
+    if not inputs:
+        return cards
+    # As cp_pipe: order the inputs by their middles; the range runs from the first one's start
+    # to the last one's end.
+    by_date = sorted(inputs, key=lambda exposure: exposure.midpoint)
+    earliest, newest = by_date[0].begin, by_date[-1].end
+    cards["TIMESYS"] = "TAI"
+    for suffix, date in (
+        ("OBS", earliest),
+        ("BEG", earliest),
+        ("END", newest),
+        ("AVG", earliest + (newest - earliest) / 2.0),
+    ):
+        cards[f"DATE-{suffix}"] = _tai(date).isot
+        cards[f"MJD-{suffix}"] = float(_tai(date).mjd)
+    return cards
+
+
+def _tai(time: astropy.time.Time) -> astropy.time.Time:
+    """Return ``time`` in TAI, written to the millisecond as cp_pipe's cards are.
+
+    The registry's times print to the microsecond; cp_pipe's (from afw dates) to the millisecond.
+    """
+    return astropy.time.Time(time, scale="tai", precision=3)
+
+
+def _stamp_calibration(
+    sky: MaskedImage, exposure_ids: Sequence[int], exposures: Mapping[int, InputExposure] | None
+) -> None:
+    """Write the calibration header (`calibration_header`) and the input count into a sky frame."""
+    sky.metadata.update(calibration_header(exposure_ids, exposures))
     sky.metadata["SKY_NINPUTS"] = len(exposure_ids)
-    for index, exposure in enumerate(sorted(exposure_ids)):
-        sky.metadata[f"SKY_INPUT_{index}"] = int(exposure)
