@@ -33,7 +33,7 @@ from lsst.skyframes.build import (
 )
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.errors import CameraError, ConfigMismatchError, NoDataError
-from lsst.skyframes.focal_plane import FocalPlaneBackgroundConfig
+from lsst.skyframes.focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from lsst.skyframes.ingest import ingest_image, register_input
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import exposure_header, plan_exposures, simulate_detector
@@ -255,6 +255,14 @@ def test_mistakes_name_the_input_and_the_fix(masked):
     three = _camera(["E2V", "ITL", "ITL", "WFS"])
     with pytest.raises(CameraError, match=r"3 physical types \{'E2V': 1, 'ITL': 2, 'WFS': 1\}"):
         scale_task.run(backgrounds, camera=three, inputDims=dims)
+
+    # An exposure whose ITL detectors hold no usable pixel is dropped (in a pipeline) saying so.
+    empty = [
+        bg if d.physical_type == "E2V" else FocalPlaneBackground.fromSimilar(bg)
+        for bg, d in zip(backgrounds, camera, strict=True)
+    ]
+    with pytest.raises(NoDataError, match="2 detector\\(s\\) of physical type 'ITL' has a usable pixel"):
+        scale_task.run(empty, camera=camera, inputDims=dims)
 
     merged = scale_task.run(backgrounds, camera=camera, inputDims=dims)
     itl = camera[2]

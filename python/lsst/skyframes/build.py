@@ -459,7 +459,7 @@ class CpSkyScaleMeasureTask(PipelineTask):
         if not inputBkgs:
             raise NoDataError("cpSkyScaleMeasure got no focal-plane backgrounds for this exposure.")
         if not self.config.includeAlternateBackground:
-            background, scale = self._merge(inputBkgs, len(inputBkgs))
+            background, scale = self._merge(inputBkgs)
             return Struct(
                 outputBkg=background,
                 outputScale={"scale": scale, "nDetectors": len(inputBkgs), "dropped": None},
@@ -467,9 +467,7 @@ class CpSkyScaleMeasureTask(PipelineTask):
         types = self._physicalTypes(inputBkgs, camera, inputDims)
         merged = {
             physical_type: self._merge(
-                [bg for bg, t in zip(inputBkgs, types, strict=True) if t == physical_type],
-                len(inputBkgs),
-                physical_type,
+                [bg for bg, t in zip(inputBkgs, types, strict=True) if t == physical_type], physical_type
             )
             for physical_type in sorted(set(types))
         }
@@ -513,7 +511,7 @@ class CpSkyScaleMeasureTask(PipelineTask):
         return types
 
     def _merge(
-        self, inputBkgs: Sequence[FocalPlaneBackground], n_detectors: int, physical_type: str | None = None
+        self, inputBkgs: Sequence[FocalPlaneBackground], physical_type: str | None = None
     ) -> tuple[FocalPlaneBackground, float]:
         """Merge backgrounds (of one physical type, if given) and return the merged one and its scale."""
         of = "" if physical_type is None else f" of physical type {physical_type!r}"
@@ -530,8 +528,8 @@ class CpSkyScaleMeasureTask(PipelineTask):
         finite = stats[np.isfinite(stats)]
         if finite.size == 0:
             raise NoDataError(
-                f"cpSkyScaleMeasure: no focal-plane bin of this exposure's {n_detectors} detectors{of} has "
-                "usable pixels (all masked or NaN); exclude the exposure or check its masks."
+                f"cpSkyScaleMeasure: no focal-plane bin of this exposure's {len(inputBkgs)} detectors{of} "
+                "has usable pixels (all masked or NaN); exclude the exposure or check its masks."
             )
         scale = float(np.median(finite))
         if not scale > 0:
