@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lsst.skyframes.camera import (
+    DEFAULT_PHYSICAL_TYPE,
     Camera,
     CameraError,
     CameraLookupError,
@@ -314,3 +315,35 @@ def test_differences_name_each_entry_and_ignore_order():
     data["filters"].reverse()
     reordered = Camera.from_json_dict(data)
     assert reordered != camera and camera.differences(reordered) == []
+
+
+def test_physical_type_is_optional_and_round_trips(tiny, tmp_path):
+    # A file without physical_type (S0, S7) means the default, so older camera files load unchanged.
+    assert [tiny[i].physical_type for i in (0, 1, 7)] == [DEFAULT_PHYSICAL_TYPE, "ITL", DEFAULT_PHYSICAL_TYPE]
+    assert DEFAULT_PHYSICAL_TYPE == "CCD" and tiny[1].getPhysicalType() == "ITL"
+    assert tiny.physical_types == ("CCD", "ITL")
+    mixed = make_synthetic_camera(n_x=2, n_y=2, size=32, physical_types=["E2V", "ITL", "ITL", "E2V"])
+    assert [d.physical_type for d in mixed] == ["E2V", "ITL", "ITL", "E2V"]
+    assert mixed.physical_types == ("E2V", "ITL")
+    path = tmp_path / "mixed.yaml"
+    mixed.to_yaml(path)
+    assert [d["physical_type"] for d in yaml.safe_load(path.read_text())["detectors"]] == [
+        "E2V",
+        "ITL",
+        "ITL",
+        "E2V",
+    ]
+    assert Camera.from_yaml(path) == mixed
+    alike = make_synthetic_camera(n_x=2, n_y=2, size=32)
+    assert alike.physical_types == ("CCD",) and alike != mixed
+    assert alike.differences(mixed, labels=("registered", "given")) == [
+        f"detector {i} ({alike[i].name}) physical_type: CCD registered, {mixed[i].physical_type} given"
+        for i in range(4)
+    ]
+
+
+def test_synthetic_camera_needs_one_physical_type_per_detector():
+    with pytest.raises(CameraError, match=r"one type per detector \(4 for 2x2\)"):
+        make_synthetic_camera(n_x=2, n_y=2, physical_types=["E2V", "ITL"])
+    with pytest.raises(CameraError, match="one type per detector"):
+        make_synthetic_camera(n_x=2, n_y=2, physical_types="ITLE")

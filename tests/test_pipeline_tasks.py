@@ -55,18 +55,29 @@ def _skycorr_templates_config() -> SkyCorrectionConfig:
     return config
 
 
+def _alternate_config(task):
+    config = task.ConfigClass()
+    config.includeAlternateBackground = True
+    return config
+
+
 @pytest.mark.parametrize(
     "config",
     [
         CpSkyImageTask.ConfigClass(),
         CpSkyScaleMeasureTask.ConfigClass(),
         CpSkySubtractBackgroundTask.ConfigClass(),
+        _alternate_config(CpSkyScaleMeasureTask),
+        _alternate_config(CpSkySubtractBackgroundTask),
         CpSkyCombineConfig(),
         _combine_templates_config(),
         SkyCorrectionConfig(),
         _skycorr_templates_config(),
     ],
-    ids=lambda c: f"{type(c).__name__}-K{getattr(c, 'nComponents', 1)}",
+    ids=lambda c: (
+        f"{type(c).__name__}-K{getattr(c, 'nComponents', 1)}"
+        + ("-alternate" if getattr(c, "includeAlternateBackground", False) else "")
+    ),
 )
 def test_connections_pass_pipe_base_lint(config):
     lintConnections(config.ConnectionsClass(config=config))

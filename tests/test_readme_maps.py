@@ -13,9 +13,18 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "python" / "lsst" / "skyframes"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-# Pipelines as the README runs them; skyCorr with nComponents > 1 reads sky_components.
+# Pipelines as the README runs them; skyCorr with nComponents > 1 reads sky_components, the build
+# with includeAlternateBackground writes cpSkyExpBackgroundAlternate.
 PIPELINES = [
     ("BuildSkyFrame.yaml", {}),
+    # With separate backgrounds per physical type (cp_pipe's LSSTCam setting).
+    (
+        "BuildSkyFrame.yaml",
+        {
+            "cpSkyScaleMeasure": {"includeAlternateBackground": True},
+            "cpSkySubtractBackground": {"includeAlternateBackground": True},
+        },
+    ),
     ("BuildSkyTemplates.yaml", {}),
     ("ApplySkyFrame.yaml", {}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"nComponents": 2}}),

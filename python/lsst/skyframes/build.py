@@ -22,6 +22,16 @@ exposure's ``cpSkyExpScale`` and lists the drop in ``sky_quality``. A detector
 without usable pixels gives a residual without finite bins, which cpSkyCombine
 rejects for that detector alone.
 
+Cameras with two kinds of sensor (LSSTCam's E2V and ITL): with
+``includeAlternateBackground`` on cpSkyScaleMeasure and cpSkySubtractBackground
+(cp_pipe's option, off by default), the detectors of each ``physical_type``
+of the camera are merged into a focal-plane background and sky level of their
+own: the first type in sorted order gives ``cpSkyExpBackground`` and
+``scale``, the second ``cpSkyExpBackgroundAlternate`` and ``scaleAlternate``
+(with ``detectorType`` and ``detectorTypeAlternate`` in ``cpSkyExpScale``),
+and each detector is normalised by its own type's. With the option off these
+connections do not exist and nothing changes.
+
 The residuals' bins are set by cpSkySubtractBackground's ``sky.background``;
 cpSkyCombine's must agree (the pipelines' contracts, and a run-time check of
 the inputs). Fields of a ``sky`` or ``pca`` subtask that a build task never
@@ -74,7 +84,7 @@ from lsst.pipe.base import connectionTypes as cT
 from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import ConfigMismatchError, MissingMetadataError, NoDataError
+from .errors import CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
 from .focal_plane import (
     FocalPlaneBackground,
     SkyFocalPlaneConfig,
@@ -307,6 +317,7 @@ class CpSkyImageTask(PipelineTask):
 class CpSkyScaleMeasureConnections(
     PipelineTaskConnections, dimensions=("instrument", "physical_filter", "exposure")
 ):
+    camera = camera_connection()
     inputBkgs = cT.Input(
         name="cpSkyDetectorBackground",
         doc="Focal-plane backgrounds of each detector.",
@@ -316,20 +327,45 @@ class CpSkyScaleMeasureConnections(
     )
     outputBkg = cT.Output(
         name="cpSkyExpBackground",
-        doc="Focal-plane background of the whole exposure.",
+        doc="Focal-plane background of the whole exposure (with includeAlternateBackground: of the "
+        "detectors of the first physical type, in sorted order).",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure"),
+    )
+    outputBkgAlternate = cT.Output(
+        name="cpSkyExpBackgroundAlternate",
+        doc="Focal-plane background of the exposure's detectors of the second physical type "
+        "(includeAlternateBackground only; not written for an exposure of one type).",
         storageClass="SkyFocalPlaneBackground",
         dimensions=("instrument", "exposure"),
     )
     outputScale = cT.Output(
         name="cpSkyExpScale",
-        doc="Sky level of the exposure: median of the merged focal-plane background.",
+        doc="Sky level of the exposure: median of the merged focal-plane background (with "
+        "includeAlternateBackground and two physical types, also that of the second type).",
         storageClass="StructuredDataDict",
         dimensions=("instrument", "exposure"),
     )
 
+    def __init__(self, *, config: CpSkyScaleMeasureConfig | None = None) -> None:
+        super().__init__(config=config)
+        # The camera says which detector is of which type: only needed, and
+        # only a graph input, when the types are modelled apart.
+        if config is None or not config.includeAlternateBackground:
+            del self.camera
+            del self.outputBkgAlternate
+
 
 class CpSkyScaleMeasureConfig(PipelineTaskConfig, pipelineConnections=CpSkyScaleMeasureConnections):
     """Configuration of `CpSkyScaleMeasureTask`."""
+
+    includeAlternateBackground = Field[bool](
+        doc="Merge the focal-plane backgrounds of detectors of a second physical type (the camera's "
+        "physical_type, e.g. LSSTCam's ITL beside E2V) into a background and sky level of their own "
+        "(cpSkyExpBackgroundAlternate, scaleAlternate in cpSkyExpScale)? cpSkySubtractBackground must "
+        "set the same value (pipeline contract).",
+        default=False,
+    )
 
 
 class CpSkyScaleMeasureTask(PipelineTask):
@@ -356,6 +392,9 @@ class CpSkyScaleMeasureTask(PipelineTask):
         outputRefs: OutputQuantizedConnection,
     ) -> None:
         inputs = butlerQC.get(inputRefs)
+        if self.config.includeAlternateBackground:
+            # Which background is which detector's: the camera gives its type.
+            inputs["inputDims"] = [dict(ref.dataId.required) for ref in inputRefs.inputBkgs]
         try:
             outputs = self.run(**inputs)
         except NoDataError as err:
@@ -378,36 +417,117 @@ class CpSkyScaleMeasureTask(PipelineTask):
         scale = {"scale": None, "nDetectors": n_detectors, "dropped": reason}
         return Struct(outputBkg=None, outputScale=scale)
 
-    def run(self, inputBkgs: Sequence[FocalPlaneBackground]) -> Struct:
+    def run(
+        self,
+        inputBkgs: Sequence[FocalPlaneBackground],
+        camera: Camera | None = None,
+        inputDims: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Struct:
         """Merge focal-plane backgrounds and take the median as the scale.
 
         Parameters
         ----------
         inputBkgs : sequence of `FocalPlaneBackground`
             One per detector of the exposure.
+        camera : `Camera`, optional
+            The camera, whose detectors' ``physical_type`` sorts the inputs
+            (``includeAlternateBackground`` only).
+        inputDims : sequence of `~collections.abc.Mapping`, optional
+            The data ID (at least ``detector``) of each of ``inputBkgs``, in
+            the same order (``includeAlternateBackground`` only).
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
             ``outputBkg`` (merged background) and ``outputScale`` (a dict
             with ``scale``, the median of the merged stats image,
-            ``nDetectors`` and ``dropped`` = `None`).
+            ``nDetectors`` and ``dropped`` = `None`). With
+            ``includeAlternateBackground`` each physical type is merged
+            apart: ``outputBkg`` and ``scale`` are those of the first type in
+            sorted order; if the exposure has detectors of a second type,
+            ``outputBkgAlternate`` is theirs and ``outputScale`` adds
+            ``detectorType`` (the first type), ``scaleAlternate`` and
+            ``detectorTypeAlternate``; otherwise ``outputBkgAlternate`` is
+            `None`, as in the reference.
 
         Raises
         ------
         lsst.skyframes.errors.NoDataError
-            Raised if there are no inputs, no pixel of any detector is usable,
-            no focal-plane bin has enough usable pixels, or the sky level is
-            not positive.
+            Raised if there are no inputs, no pixel of any detector (of a
+            type) is usable, no focal-plane bin has enough usable pixels, or
+            the sky level is not positive.
+        lsst.skyframes.errors.ConfigMismatchError
+            Raised if ``includeAlternateBackground`` is set but ``camera`` or
+            ``inputDims`` is missing or of the wrong length.
+        lsst.skyframes.errors.CameraError
+            Raised if the exposure's detectors are of more than two physical
+            types.
         """
         if not inputBkgs:
             raise NoDataError("cpSkyScaleMeasure got no focal-plane backgrounds for this exposure.")
+        if not self.config.includeAlternateBackground:
+            background, scale = self._merge(inputBkgs)
+            return Struct(
+                outputBkg=background,
+                outputScale={"scale": scale, "nDetectors": len(inputBkgs), "dropped": None},
+            )
+        types = self._physicalTypes(inputBkgs, camera, inputDims)
+        merged = {
+            physical_type: self._merge(
+                [bg for bg, t in zip(inputBkgs, types, strict=True) if t == physical_type], physical_type
+            )
+            for physical_type in sorted(set(types))
+        }
+        (primary, (background, scale)), *others = merged.items()
+        record: dict[str, Any] = {"scale": scale, "nDetectors": len(inputBkgs), "dropped": None}
+        alternate = None
+        if others:
+            ((alternate_type, (alternate, alternate_scale)),) = others
+            record |= {
+                "detectorType": primary,
+                "scaleAlternate": alternate_scale,
+                "detectorTypeAlternate": alternate_type,
+            }
+        return Struct(outputBkg=background, outputBkgAlternate=alternate, outputScale=record)
+
+    def _physicalTypes(
+        self,
+        inputBkgs: Sequence[FocalPlaneBackground],
+        camera: Camera | None,
+        inputDims: Sequence[Mapping[str, Any]] | None,
+    ) -> list[str]:
+        """Return the physical type of each input's detector; refuse more than two types."""
+        if camera is None or inputDims is None or len(inputDims) != len(inputBkgs):
+            given = "no inputDims" if inputDims is None else f"{len(inputDims)} inputDims"
+            raise ConfigMismatchError(
+                "cpSkyScaleMeasure: includeAlternateBackground is True, so each focal-plane background "
+                "must be matched to its detector's physical type, but run() got "
+                f"{'no camera' if camera is None else 'a camera'} and {given} for {len(inputBkgs)} "
+                "backgrounds. Pass camera= and inputDims= (one data ID with 'detector' per background, "
+                "as runQuantum does), or set includeAlternateBackground = False."
+            )
+        types = [camera[int(dims["detector"])].physical_type for dims in inputDims]
+        if len(set(types)) > 2:
+            counts = {t: types.count(t) for t in sorted(set(types))}
+            raise CameraError(
+                f"cpSkyScaleMeasure: the exposure's detectors are of {len(counts)} physical types "
+                f"{counts} (camera {camera.instrument!r}); includeAlternateBackground models two (a "
+                "background of the first type in sorted order and an alternate one). Give the camera "
+                "file at most two physical_type values, or set includeAlternateBackground = False."
+            )
+        return types
+
+    def _merge(
+        self, inputBkgs: Sequence[FocalPlaneBackground], physical_type: str | None = None
+    ) -> tuple[FocalPlaneBackground, float]:
+        """Merge backgrounds (of one physical type, if given) and return the merged one and its scale."""
+        of = "" if physical_type is None else f" of physical type {physical_type!r}"
         background = inputBkgs[0].clone()
         for other in inputBkgs[1:]:
             background.merge(other)
         if not np.any(background.numbers > 0):
             raise NoDataError(
-                f"cpSkyScaleMeasure: none of the exposure's {len(inputBkgs)} detector(s) has a usable "
+                f"cpSkyScaleMeasure: none of the exposure's {len(inputBkgs)} detector(s){of} has a usable "
                 f"pixel: every pixel is NaN or in the mask planes {list(background.config.mask)} "
                 "(cpSkyImage:largeScaleBackground.mask); the exposure holds no sky to measure."
             )
@@ -415,22 +535,23 @@ class CpSkyScaleMeasureTask(PipelineTask):
         finite = stats[np.isfinite(stats)]
         if finite.size == 0:
             raise NoDataError(
-                f"cpSkyScaleMeasure: no focal-plane bin of this exposure's {len(inputBkgs)} detectors has "
-                "usable pixels (all masked or NaN); exclude the exposure or check its masks."
+                f"cpSkyScaleMeasure: no focal-plane bin of this exposure's {len(inputBkgs)} detectors{of} "
+                "has usable pixels (all masked or NaN); exclude the exposure or check its masks."
             )
         scale = float(np.median(finite))
         if not scale > 0:
             raise NoDataError(
-                f"cpSkyScaleMeasure: the exposure's sky level is {scale}; sky frames need exposures with "
-                "positive sky (check the input collection for biases or darks)."
+                f"cpSkyScaleMeasure: the exposure's sky level{of} is {scale}; sky frames need exposures "
+                "with positive sky (check the input collection for biases or darks)."
             )
         self.log.info(
-            "Focal-plane background min/max %.3f/%.3f; scale %.3f", np.nanmin(stats), np.nanmax(stats), scale
+            "Focal-plane background%s min/max %.3f/%.3f; scale %.3f",
+            "" if physical_type is None else f" ({physical_type})",
+            np.nanmin(stats),
+            np.nanmax(stats),
+            scale,
         )
-        return Struct(
-            outputBkg=background,
-            outputScale={"scale": scale, "nDetectors": len(inputBkgs), "dropped": None},
-        )
+        return background, scale
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -453,6 +574,16 @@ class CpSkySubtractBackgroundConnections(
         storageClass="SkyFocalPlaneBackground",
         dimensions=("instrument", "exposure"),
     )
+    inputBkgAlternate = cT.Input(
+        name="cpSkyExpBackgroundAlternate",
+        doc="Focal-plane background of the exposure's detectors of the second physical type "
+        "(includeAlternateBackground only).",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure"),
+        # An exposure of one physical type has none (cpSkyScaleMeasure writes
+        # none, as the reference); its detectors use inputBkg.
+        minimum=0,
+    )
     inputScale = cT.Input(
         name="cpSkyExpScale",
         doc="Sky level of the exposure.",
@@ -467,6 +598,11 @@ class CpSkySubtractBackgroundConnections(
         dimensions=("instrument", "exposure", "detector"),
     )
 
+    def __init__(self, *, config: CpSkySubtractBackgroundConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None or not config.includeAlternateBackground:
+            del self.inputBkgAlternate
+
 
 class CpSkySubtractBackgroundConfig(
     PipelineTaskConfig, pipelineConnections=CpSkySubtractBackgroundConnections
@@ -479,6 +615,12 @@ class CpSkySubtractBackgroundConfig(
         "cpSkyCombine's sky.background must be the same (pipeline contract; set the bin size once with "
         "-c parameters:xBinSize=N and yBinSize). Its scale-fit fields (skyIter, skyRej, xNumSamples, "
         "yNumSamples, stats) are not used here and are refused if set.",
+    )
+    includeAlternateBackground = Field[bool](
+        doc="Subtract the alternate focal-plane background (cpSkyExpBackgroundAlternate) from detectors "
+        "of the second physical type and divide them by its sky level (scaleAlternate)? Must equal "
+        "cpSkyScaleMeasure's includeAlternateBackground (pipeline contract).",
+        default=False,
     )
 
     def validate(self) -> None:
@@ -511,8 +653,9 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         self,
         inputExp: MaskedImage,
         inputBkg: FocalPlaneBackground,
-        inputScale: dict[str, float],
+        inputScale: dict[str, Any],
         detector: DetectorGeometry,
+        inputBkgAlternate: FocalPlaneBackground | None = None,
     ) -> Struct:
         """Return the normalised residual background of one detector.
 
@@ -524,9 +667,17 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         inputBkg : `FocalPlaneBackground`
             The exposure's merged focal-plane background.
         inputScale : `dict`
-            ``{"scale": sky level}`` (``cpSkyExpScale``).
+            ``{"scale": sky level}`` (``cpSkyExpScale``); with two physical
+            types also ``detectorType``, ``scaleAlternate`` and
+            ``detectorTypeAlternate``.
         detector : `DetectorGeometry`
             The detector of ``inputExp``.
+        inputBkgAlternate : `FocalPlaneBackground`, optional
+            The background of the second physical type
+            (``cpSkyExpBackgroundAlternate``; ``includeAlternateBackground``
+            only): used, with ``scaleAlternate``, instead of ``inputBkg``
+            and ``scale`` if ``detector.physical_type`` is
+            ``detectorTypeAlternate``.
 
         Returns
         -------
@@ -537,18 +688,25 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         ------
         lsst.skyframes.errors.NoDataError
             Raised if ``inputScale`` records a dropped exposure or its scale
-            is not a positive number.
+            is not a positive number, or the detector is of the alternate
+            type and ``inputBkgAlternate`` is missing.
+        lsst.skyframes.errors.ConfigMismatchError
+            Raised if ``inputScale`` holds an alternate type but
+            ``includeAlternateBackground`` is False, or the detector is of
+            neither of its types.
         """
         if inputScale.get("dropped"):
             raise NoDataError(
                 "cpSkySubtractBackground: cpSkyScaleMeasure dropped this exposure "
                 f"({inputScale['dropped']}); there is no sky level to normalise by."
             )
-        scale = inputScale.get("scale")
+        inputBkg, key = self._backgroundOf(detector, inputBkg, inputScale, inputBkgAlternate)
+        scale = inputScale.get(key)
         if scale is None or not np.isfinite(scale) or scale <= 0:
             raise NoDataError(
-                f"cpSkySubtractBackground: the exposure's sky level (cpSkyExpScale) is {scale}; it must be "
-                "finite and positive (made by cpSkyScaleMeasure)."
+                f"cpSkySubtractBackground: the exposure's sky level (cpSkyExpScale"
+                f"{'' if key == 'scale' else ' ' + key}) is {scale}; it must be finite and positive (made by "
+                "cpSkyScaleMeasure)."
             )
         scale = float(scale)
         pixels, _ = image_and_mask(inputExp)
@@ -556,6 +714,44 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         pixels.array -= model.getImage().array
         pixels.array /= scale
         return Struct(outputBkg=self.sky.measureBackground(inputExp))
+
+    def _backgroundOf(
+        self,
+        detector: DetectorGeometry,
+        inputBkg: FocalPlaneBackground,
+        inputScale: Mapping[str, Any],
+        inputBkgAlternate: FocalPlaneBackground | None,
+    ) -> tuple[FocalPlaneBackground, str]:
+        """Return the focal-plane background of the detector's type and the key of its scale."""
+        alternate_type = inputScale.get("detectorTypeAlternate")
+        if alternate_type is None:
+            return inputBkg, "scale"
+        primary_type = inputScale.get("detectorType")
+        if not self.config.includeAlternateBackground:
+            raise ConfigMismatchError(
+                f"cpSkySubtractBackground: cpSkyScaleMeasure merged physical types {primary_type!r} and "
+                f"{alternate_type!r} apart (its includeAlternateBackground is True), but this task's "
+                f"includeAlternateBackground is False, so detector {detector.id} ({detector.name}) would "
+                "be normalised by the other type's background and sky level. Set includeAlternateBackground "
+                "to the same value on both tasks "
+                "(-c cpSkySubtractBackground:includeAlternateBackground=True)."
+            )
+        if detector.physical_type not in (primary_type, alternate_type):
+            raise ConfigMismatchError(
+                f"cpSkySubtractBackground: detector {detector.id} ({detector.name}) is of physical type "
+                f"{detector.physical_type!r}, but cpSkyScaleMeasure measured backgrounds of "
+                f"{primary_type!r} and {alternate_type!r} only; the camera given here is not the one "
+                "cpSkyScaleMeasure used."
+            )
+        if detector.physical_type != alternate_type:
+            return inputBkg, "scale"
+        if inputBkgAlternate is None:
+            raise NoDataError(
+                f"cpSkySubtractBackground: detector {detector.id} ({detector.name}) is of the alternate "
+                f"physical type {alternate_type!r} but no alternate focal-plane background "
+                "(cpSkyExpBackgroundAlternate) was given; pass inputBkgAlternate."
+            )
+        return inputBkgAlternate, "scaleAlternate"
 
 
 # ---------------------------------------------------------------------------------------------------------

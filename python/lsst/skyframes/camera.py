@@ -16,7 +16,9 @@ A camera is described by a small YAML file (``schema_version: 1``)::
         rotation_deg: 0.0        # optional (default 0), counter-clockwise about
                                  # the detector centre
         pixel_size_mm: 0.015     # optional; overrides the default
-        physical_type: CCD       # optional (default "CCD")
+        physical_type: CCD       # optional (default "CCD"); the sensor type,
+                                 # afw's Detector.getPhysicalType(), e.g.
+                                 # E2V or ITL on LSSTCam
         purpose: SCIENCE         # optional (default "SCIENCE"); butler
                                  # ``detector.purpose``
 
@@ -26,6 +28,12 @@ that point maps to ``centre_mm``, the pixel axes are rotated by
 ``rotation_deg`` and scaled by the pixel size. Detectors may not overlap in the
 focal plane.
 
+Detectors of different ``physical_type`` can respond differently to the sky
+(LSSTCam's E2V and ITL sensors): with ``includeAlternateBackground`` the
+sky-frame build (`lsst.skyframes.build`) fits a focal-plane background and a
+sky level per type. Files without ``physical_type`` keep their meaning: every
+detector is ``"CCD"``, one type, one background.
+
 `Camera.to_json_dict` returns the same structure as the file, so a camera
 stored as JSON (in a butler) and one written as YAML are interchangeable.
 """
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "CAMERA_SCHEMA_VERSION",
+    "DEFAULT_PHYSICAL_TYPE",
     "MAX_NAME_LENGTH",
     "Camera",
     "CameraError",
@@ -75,6 +84,9 @@ _TOP_REQUIRED = ("schema_version", "instrument", "filters", "detectors")
 _TOP_OPTIONAL = ("pixel_size_mm",)
 _DETECTOR_REQUIRED = ("id", "name", "bbox", "centre_mm")
 _DETECTOR_OPTIONAL = ("rotation_deg", "pixel_size_mm", "physical_type", "purpose")
+
+DEFAULT_PHYSICAL_TYPE = "CCD"
+"""Physical type of a detector whose description gives none."""
 _FILTER_KEYS = ("physical_filter", "band")
 _BBOX_KEYS = ("width", "height")
 
@@ -181,7 +193,10 @@ class DetectorGeometry:
         Counter-clockwise rotation of the pixel axes relative to the focal
         plane axes, about the detector centre.
     physical_type : `str`, optional
-        Sensor type, free text.
+        Sensor type, free text (`DEFAULT_PHYSICAL_TYPE` if not given); as
+        afw's ``Detector.getPhysicalType``. Detectors of another type get
+        their own focal-plane background in a build with
+        ``includeAlternateBackground``.
     purpose : `str`, optional
         What the detector is for (``SCIENCE``, ``GUIDER``, ``WAVEFRONT``...).
 
@@ -199,7 +214,7 @@ class DetectorGeometry:
     centre_mm: tuple[float, float]
     pixel_size_mm: float
     rotation_deg: float = 0.0
-    physical_type: str = "CCD"
+    physical_type: str = DEFAULT_PHYSICAL_TYPE
     purpose: str = "SCIENCE"
 
     def __post_init__(self) -> None:
@@ -226,6 +241,10 @@ class DetectorGeometry:
         object.__setattr__(self, "centre_mm", centre)
         object.__setattr__(self, "pixel_size_mm", _positive(self.pixel_size_mm, f"{label} pixel_size_mm"))
         object.__setattr__(self, "rotation_deg", _finite(self.rotation_deg, f"{label} rotation_deg"))
+
+    def getPhysicalType(self) -> str:
+        """Return the sensor type, as afw's ``Detector.getPhysicalType`` does."""
+        return self.physical_type
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -480,6 +499,11 @@ class Camera:
         return tuple(d.id for d in self.detectors)
 
     @property
+    def physical_types(self) -> tuple[str, ...]:
+        """The detectors' distinct physical types, sorted."""
+        return tuple(sorted({d.physical_type for d in self.detectors}))
+
+    @property
     def physical_filters(self) -> tuple[str, ...]:
         """Physical filter names, in file order."""
         return tuple(f.physical_filter for f in self.filters)
@@ -686,7 +710,7 @@ class Camera:
                         centre_mm=values["centre_mm"],
                         pixel_size_mm=pixel,
                         rotation_deg=values.get("rotation_deg", 0.0),
-                        physical_type=values.get("physical_type", "CCD"),
+                        physical_type=values.get("physical_type", DEFAULT_PHYSICAL_TYPE),
                         purpose=values.get("purpose", "SCIENCE"),
                     )
                 )
@@ -806,6 +830,7 @@ def make_synthetic_camera(
     pixel_size_mm: float = 0.015,
     name: str = "SkyCam",
     filters: Sequence[tuple[str, str]] = (("SkyCam-r", "r"), ("SkyCam-i", "i")),
+    physical_types: Sequence[str] | None = None,
 ) -> Camera:
     """Make a camera of identical square detectors on a regular grid.
 
@@ -823,6 +848,10 @@ def make_synthetic_camera(
         Instrument name.
     filters : `~collections.abc.Sequence` [`tuple` [`str`, `str`]], optional
         ``(physical_filter, band)`` pairs.
+    physical_types : `~collections.abc.Sequence` [`str`], optional
+        Physical type of each detector, in id order (``n_x * n_y`` of
+        them), e.g. ``["E2V", "E2V", "ITL", "ITL"]``; every detector is
+        `DEFAULT_PHYSICAL_TYPE` if not given.
 
     Returns
     -------
@@ -834,13 +863,21 @@ def make_synthetic_camera(
     Raises
     ------
     CameraError
-        Raised for non-positive counts or sizes or a negative gap.
+        Raised for non-positive counts or sizes, a negative gap, or
+        ``physical_types`` of another length than the detector count.
     """
     for label, value in (("n_x", n_x), ("n_y", n_y), ("size", size)):
         if not _is_int(value) or value <= 0:
             raise CameraError(f"make_synthetic_camera: {label} must be a positive integer, not {value!r}.")
     if not _is_int(gap_px) or gap_px < 0:
         raise CameraError(f"make_synthetic_camera: gap_px must be a non-negative integer, not {gap_px!r}.")
+    if physical_types is None:
+        physical_types = [DEFAULT_PHYSICAL_TYPE] * (n_x * n_y)
+    elif isinstance(physical_types, str) or len(physical_types) != n_x * n_y:
+        raise CameraError(
+            f"make_synthetic_camera: physical_types must list one type per detector ({n_x * n_y} for "
+            f"{n_x}x{n_y}), in id order; got {physical_types!r}."
+        )
     digits = len(str(max(n_x, n_y) - 1))
     pitch_mm = (size + gap_px) * pixel_size_mm
     detectors = []
@@ -854,6 +891,7 @@ def make_synthetic_camera(
                     height=size,
                     centre_mm=((column - (n_x - 1) / 2) * pitch_mm, (row - (n_y - 1) / 2) * pitch_mm),
                     pixel_size_mm=pixel_size_mm,
+                    physical_type=physical_types[row * n_x + column],
                 )
             )
     return Camera(

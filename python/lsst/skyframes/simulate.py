@@ -25,11 +25,12 @@ __all__ = [
     "simulate_detector",
     "simulate_exposure",
     "simulate_science_visit",
+    "sky_response",
     "two_pattern_sky",
 ]
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import astropy.time
@@ -259,6 +260,12 @@ class ExposurePlan:
         Weight of a second, independent sky pattern (`secondary_pattern`) in
         this exposure, as in `two_pattern_sky`; 0 (the default) for a sky with
         one fixed pattern.
+    type_responses : `tuple` [`tuple` [`str`, `float`], ...]
+        ``(physical_type, response)`` pairs: the sky of every detector of
+        that physical type is multiplied by ``response`` in this exposure
+        (sensors of different make see a sky of a given colour differently,
+        as LSSTCam's E2V and ITL do); types not listed respond 1. Empty (the
+        default) for a camera of one response.
     """
 
     exposure_id: int
@@ -268,6 +275,11 @@ class ExposurePlan:
     obs_start: str
     exposure_time: float = 30.0
     secondary_weight: float = 0.0
+    type_responses: tuple[tuple[str, float], ...] = ()
+
+    def response_of(self, physical_type: str) -> float:
+        """Return the sky response of detectors of ``physical_type`` (1 if not listed)."""
+        return dict(self.type_responses).get(physical_type, 1.0)
 
 
 def plan_exposures(
@@ -280,9 +292,11 @@ def plan_exposures(
     level_range: tuple[float, float] = (800.0, 2500.0),
     max_gradient: float = 1e-3,
     secondary_weight_range: tuple[float, float] | None = None,
+    type_response_range: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[ExposurePlan]:
     """Plan exposures with random sky levels, focal-plane gradients and,
-    optionally, weights of a second sky pattern.
+    optionally, weights of a second sky pattern and sky responses per
+    detector type.
 
     Parameters
     ----------
@@ -305,6 +319,11 @@ def plan_exposures(
         (`ExposurePlan.secondary_weight`); `None` (default) leaves them 0.
         They come from their own random stream, so the levels and gradients
         of a seed are the same with or without them.
+    type_response_range : `~collections.abc.Mapping` [`str`, `tuple` [`float`, `float`]], optional
+        Per physical type, the range of its uniform per-exposure sky response
+        (`ExposurePlan.type_responses`), e.g. ``{"ITL": (1.02, 1.10)}``;
+        `None` (default) or types not listed respond 1. Drawn from a stream of
+        their own, as the secondary weights are.
 
     Returns
     -------
@@ -317,6 +336,11 @@ def plan_exposures(
     weights = np.zeros(n_exposures)
     if secondary_weight_range is not None:
         weights = np.random.default_rng([seed, 2]).uniform(*secondary_weight_range, n_exposures)
+    response_rng = np.random.default_rng([seed, 3])
+    responses = {
+        physical_type: response_rng.uniform(low, high, n_exposures)
+        for physical_type, (low, high) in sorted((type_response_range or {}).items())
+    }
     t0 = astropy.time.Time(start, scale="utc")
     return [
         ExposurePlan(
@@ -329,6 +353,7 @@ def plan_exposures(
             ),
             obs_start=(t0 + index * 2 * u.min).isot,
             secondary_weight=float(weights[index]),
+            type_responses=tuple((t, float(r[index])) for t, r in responses.items()),
         )
         for index in range(n_exposures)
     ]
@@ -358,6 +383,24 @@ def detector_pattern(detector_id: int, *, amplitude: float = 0.1) -> SkyPattern:
         amp_offsets_seed=detector_id,
         amp_step_width=0.08,
     )
+
+
+def sky_response(detector, plan: ExposurePlan) -> float:
+    """Return how strongly a detector responds to the sky in an exposure.
+
+    Parameters
+    ----------
+    detector : `lsst.skyframes.camera.DetectorGeometry`
+        The detector; its ``physical_type`` selects the response.
+    plan : `ExposurePlan`
+        The exposure (`ExposurePlan.type_responses`).
+
+    Returns
+    -------
+    response : `float`
+        Factor of the detector's whole sky (1 for a type the plan does not list).
+    """
+    return plan.response_of(detector.physical_type)
 
 
 def large_scale_field(detector, plan: ExposurePlan) -> np.ndarray:
@@ -391,11 +434,12 @@ def simulate_detector(
 ) -> SimulatedExposure:
     """Simulate one detector of one planned exposure.
 
-    The noiseless sky is ``level · large_scale · p1`` with ``p1`` the
-    detector's `detector_pattern` and ``large_scale`` the exposure's
-    `large_scale_field`; with a non-zero ``plan.secondary_weight`` ``w`` it is
-    ``level · large_scale · (p1 + w · (p2 − mean(p2)))`` with ``p2`` the
-    detector's `secondary_pattern` (the model of `two_pattern_sky`).
+    The noiseless sky is ``level · response · large_scale · p1`` with ``p1``
+    the detector's `detector_pattern`, ``large_scale`` the exposure's
+    `large_scale_field` and ``response`` the `sky_response` of the
+    detector's type; with a non-zero ``plan.secondary_weight`` ``w``,
+    ``p1`` becomes ``p1 + w · (p2 − mean(p2))`` with ``p2`` the detector's
+    `secondary_pattern` (the model of `two_pattern_sky`).
 
     Parameters
     ----------
@@ -456,11 +500,12 @@ def _plan_large_scale(
 ) -> np.ndarray:
     """Return the factor by which a planned exposure multiplies ``level · pattern``.
 
-    The focal-plane gradient (`large_scale_field`) times, for a non-zero
-    ``plan.secondary_weight``, the factor that adds the weighted
-    `secondary_pattern` (`_secondary_factor`).
+    The focal-plane gradient (`large_scale_field`) times the detector type's
+    `sky_response` times, for a non-zero ``plan.secondary_weight``, the factor
+    that adds the weighted `secondary_pattern` (`_secondary_factor`).
     """
-    large_scale = large_scale_field(detector, plan)
+    # A response of 1 (the default) multiplies exactly: skies without types are unchanged.
+    large_scale = large_scale_field(detector, plan) * sky_response(detector, plan)
     if plan.secondary_weight != 0:
         large_scale = large_scale * _secondary_factor(
             pattern.render(detector.width, detector.height),

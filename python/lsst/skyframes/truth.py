@@ -29,7 +29,14 @@ from lsst.images import Image, MaskedImage
 from .camera import Camera
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .mask_planes import default_mask_schema
-from .simulate import ExposurePlan, SimulatedExposure, detector_pattern, large_scale_field, noiseless_sky
+from .simulate import (
+    ExposurePlan,
+    SimulatedExposure,
+    detector_pattern,
+    large_scale_field,
+    noiseless_sky,
+    sky_response,
+)
 from .sky_measurement import measurement_bin_edges
 from .statistics import bad_pixel_mask, bin_edges, binned_statistics
 
@@ -38,7 +45,7 @@ def _noiseless_sky(camera: Camera, plan: ExposurePlan, amplitude: float) -> dict
     return {
         d.id: plan.sky_level
         * detector_pattern(d.id, amplitude=amplitude).render(d.width, d.height)
-        * large_scale_field(d, plan)
+        * (large_scale_field(d, plan) * sky_response(d, plan))
         for d in camera
     }
 
@@ -50,6 +57,7 @@ def noiseless_sky_frames(
     focal_plane_config: FocalPlaneBackgroundConfig,
     bin_size: tuple[int, int],
     amplitude: float = 0.1,
+    include_alternate_background: bool = False,
 ) -> dict[int, np.ndarray]:
     """Return the sky frame each detector would get from noiseless data.
 
@@ -65,13 +73,26 @@ def noiseless_sky_frames(
         Sky-frame bin size (x, y) in pixels (``SkyMeasurementConfig.background``).
     amplitude : `float`, optional
         Pattern amplitude of the simulation.
+    include_alternate_background : `bool`, optional
+        Model each physical type's detectors apart, with a large-scale
+        model and sky level of their own (the build's
+        ``includeAlternateBackground``); by default one model and one level
+        cover every detector.
 
     Returns
     -------
     frames : `dict` [`int`, `numpy.ndarray`]
         Per detector, the mean over exposures of the binned mean of
         (sky − large-scale model) / sky level, on the build's bin grid.
+        With ``include_alternate_background`` a type's frames do not depend
+        on the plans' `~lsst.skyframes.simulate.ExposurePlan.type_responses`:
+        its model and level scale with its response.
     """
+    groups = (
+        [[d for d in camera if d.physical_type == t] for t in camera.physical_types]
+        if include_alternate_background
+        else [list(camera)]
+    )
     sums: dict[int, np.ndarray] = {}
     for plan in plans:
         skies = _noiseless_sky(camera, plan, amplitude)
@@ -79,18 +100,32 @@ def noiseless_sky_frames(
             d.id: MaskedImage(Image(skies[d.id].astype(np.float32)), mask_schema=default_mask_schema())
             for d in camera
         }
-        model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
-        for d in camera:
-            model.addCcd(images[d.id], d)
-        stats = model.getStatsImage()
-        scale = float(np.median(stats[np.isfinite(stats)]))
-        for d in camera:
-            residual = (skies[d.id] - model.toCcdBackground(d, images[d.id].bbox).getImage().array) / scale
-            x_edges = measurement_bin_edges(d.width, bin_size[0])
-            y_edges = measurement_bin_edges(d.height, bin_size[1])
-            binned = binned_statistics(residual, None, x_edges, y_edges, "MEAN")
-            sums[d.id] = sums.get(d.id, 0.0) + binned.value
+        for group in groups:
+            _add_residuals(sums, group, camera, skies, images, focal_plane_config, bin_size)
     return {key: value / len(plans) for key, value in sums.items()}
+
+
+def _add_residuals(
+    sums: dict[int, np.ndarray],
+    detectors: Sequence,
+    camera: Camera,
+    skies: dict[int, np.ndarray],
+    images: dict[int, MaskedImage],
+    focal_plane_config: FocalPlaneBackgroundConfig,
+    bin_size: tuple[int, int],
+) -> None:
+    """Add the binned normalised residuals of ``detectors`` under one model of them alone to ``sums``."""
+    model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
+    for d in detectors:
+        model.addCcd(images[d.id], d)
+    stats = model.getStatsImage()
+    scale = float(np.median(stats[np.isfinite(stats)]))
+    for d in detectors:
+        residual = (skies[d.id] - model.toCcdBackground(d, images[d.id].bbox).getImage().array) / scale
+        x_edges = measurement_bin_edges(d.width, bin_size[0])
+        y_edges = measurement_bin_edges(d.height, bin_size[1])
+        binned = binned_statistics(residual, None, x_edges, y_edges, "MEAN")
+        sums[d.id] = sums.get(d.id, 0.0) + binned.value
 
 
 def good_pixel_counts(image: MaskedImage, bin_size: tuple[int, int], planes: Sequence[str]) -> np.ndarray:
@@ -155,6 +190,7 @@ def visit_sky_level(
     focal_plane_config: FocalPlaneBackgroundConfig,
     amplitude: float = 0.1,
     secondary_amplitude: float = 0.05,
+    physical_type: str | None = None,
 ) -> float:
     """Return a visit's sky level in the units of sky frames built from the same camera.
 
@@ -176,9 +212,14 @@ def visit_sky_level(
         Pattern amplitude of the simulation.
     secondary_amplitude : `float`, optional
         Amplitude of the second pattern (used if ``plan.secondary_weight`` is not 0).
+    physical_type : `str`, optional
+        Only the detectors of this physical type: the level of that type, as
+        the build measures it with ``includeAlternateBackground``.
     """
     model = FocalPlaneBackground.fromCamera(focal_plane_config, camera)
     for detector in camera:
+        if physical_type is not None and detector.physical_type != physical_type:
+            continue
         sky = noiseless_sky(detector, plan, amplitude=amplitude, secondary_amplitude=secondary_amplitude)
         model.addCcd(Image(sky.astype(np.float32)), detector)
     stats = model.getStatsImage()
