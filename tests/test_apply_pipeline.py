@@ -2,8 +2,10 @@
 
 Build exposures are ingested and turned into certified sky frames by BuildSkyFrame
 (``pipetask run``), then held-out visits are ingested as ``preliminary_visit_image`` with
-their ``preliminary_visit_image_background`` and corrected by ApplySkyFrame. The sizes and
-configuration follow tests/test_correction.py (see its docstring for why).
+their ``preliminary_visit_image_background`` and corrected by ApplySkyFrame: a whole visit,
+one missing a detector, one fully masked, one whose detector 2 lacks its background, and one
+ingested without backgrounds (with a uniform ``background_to_photometric_ratio``). The sizes
+and configuration follow tests/test_correction.py (see its docstring for why).
 """
 
 from __future__ import annotations

@@ -116,16 +116,20 @@ def make_config(frames: Frames, **fields) -> SkyCorrectionConfig:
     return config
 
 
-def correct(frames, visit, ids=None, **fields):
-    """Run the task on copies of the visit; return (result, task, ids)."""
+def correct(frames, visit, ids=None, *, calBkgs=None, skyFrames=None, ratios=None, **fields):
+    """Run the task on copies of the visit; return (result, task, ids).
+
+    ``calBkgs`` and ``skyFrames`` default to the visit's backgrounds and the built sky frames.
+    """
     ids = sorted(visit) if ids is None else ids
     task = SkyCorrectionTask(config=make_config(frames, **fields))
     result = task.run(
         calExps=[visit[d].image.copy() for d in ids],
-        calBkgs=[visit[d].background for d in ids],
-        skyFrames=[frames.skies[d] for d in ids],
+        calBkgs=[visit[d].background for d in ids] if calBkgs is None else calBkgs,
+        skyFrames=[frames.skies[d] for d in ids] if skyFrames is None else skyFrames,
         camera=frames.camera,
         detectorIds=ids,
+        backgroundToPhotometricRatioHandles=ratios,
     )
     return result, task, ids
 
@@ -251,15 +255,9 @@ def test_detector_without_background_is_skipped_and_named(
     frames, visit, without_sky, three_detectors, caplog
 ):
     """The reference's detector set: a detector lacking its background takes no part."""
-    ids = sorted(visit)
-    task = SkyCorrectionTask(config=make_config(frames))
     with caplog.at_level("WARNING"):
-        result = task.run(
-            calExps=[visit[d].image.copy() for d in ids],
-            calBkgs=[visit[d].background if d != 2 else None for d in ids],
-            skyFrames=[frames.skies[d] for d in ids],
-            camera=frames.camera,
-            detectorIds=ids,
+        result, task, _ = correct(
+            frames, visit, calBkgs=[visit[d].background if d != 2 else None for d in visit]
         )
     assert result.detectorIds == [0, 1, 3] and len(result.skyCorr) == len(result.correctedExp) == 3
     assert task.metadata["skippedDetectors"].to_dict() == {"2": "preliminary_visit_image_background"}
@@ -293,11 +291,9 @@ def test_detector_without_background_is_skipped_and_named(
 
 def test_detector_without_sky_frame_is_skipped(frames, visit, caplog):
     """The reference drops a detector without a sky calibration rather than failing the visit."""
-    ids = sorted(visit)
-    task = SkyCorrectionTask(config=make_config(frames))
-    skies = [frames.skies[d] if d != 2 else None for d in ids]
+    skies = [frames.skies[d] if d != 2 else None for d in sorted(visit)]
     with caplog.at_level("WARNING"):
-        result = task.run([visit[d].image.copy() for d in ids], None, skies, frames.camera, ids)
+        result, task, _ = correct(frames, visit, skyFrames=skies)
     assert result.detectorIds == [0, 1, 3]
     assert task.metadata["skippedDetectors"].to_dict() == {"2": "sky"}
     assert "2 (R10): no sky" in caplog.text and "skyframes certify" in caplog.text
@@ -355,17 +351,8 @@ def test_flat_background_ratio_scales_the_sky_scale(frames, visit):
 
 def test_flat_background_ratio_restores_the_background_unscaled(frames, visit):
     """As the reference: ratio x image, then the input background added back as it was."""
-    ids = sorted(visit)
-    ratios = [_ratio_image(visit, d, 1.0 + 0.05 * d) for d in ids]
-    task = SkyCorrectionTask(config=make_config(frames, doApplyFlatBackgroundRatio=True))
-    result = task.run(
-        [visit[d].image.copy() for d in ids],
-        [visit[d].background for d in ids],
-        [frames.skies[d] for d in ids],
-        frames.camera,
-        ids,
-        backgroundToPhotometricRatioHandles=ratios,
-    )
+    ratios = [_ratio_image(visit, d, 1.0 + 0.05 * d) for d in sorted(visit)]
+    result, _, ids = correct(frames, visit, ratios=ratios, doApplyFlatBackgroundRatio=True)
     for d, ratio, corrected, bg in zip(ids, ratios, result.correctedExp, result.skyCorr, strict=True):
         np.testing.assert_array_equal(
             bg[0][0].getStatsImage().image.array, -visit[d].background[0][0].getStatsImage().image.array
@@ -375,16 +362,8 @@ def test_flat_background_ratio_restores_the_background_unscaled(frames, visit):
 
 
 def test_detector_without_ratio_is_skipped(frames, visit):
-    ids = sorted(visit)
-    task = SkyCorrectionTask(config=make_config(frames, doApplyFlatBackgroundRatio=True))
-    result = task.run(
-        [visit[d].image.copy() for d in ids],
-        [visit[d].background for d in ids],
-        [frames.skies[d] for d in ids],
-        frames.camera,
-        ids,
-        backgroundToPhotometricRatioHandles=[_ratio_image(visit, d, 1.0) if d != 1 else None for d in ids],
-    )
+    ratios = [_ratio_image(visit, d, 1.0) if d != 1 else None for d in sorted(visit)]
+    result, task, _ = correct(frames, visit, ratios=ratios, doApplyFlatBackgroundRatio=True)
     assert result.detectorIds == [0, 2, 3]
     assert task.metadata["skippedDetectors"].to_dict() == {"1": "background_to_photometric_ratio"}
 
