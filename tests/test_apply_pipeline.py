@@ -2,8 +2,10 @@
 
 Build exposures are ingested and turned into certified sky frames by BuildSkyFrame
 (``pipetask run``), then held-out visits are ingested as ``preliminary_visit_image`` with
-their ``preliminary_visit_image_background`` and corrected by ApplySkyFrame. The sizes and
-configuration follow tests/test_correction.py (see its docstring for why).
+their ``preliminary_visit_image_background`` and corrected by ApplySkyFrame: a whole visit,
+one missing a detector, one fully masked, one whose detector 2 lacks its background, and one
+ingested without backgrounds (with a uniform ``background_to_photometric_ratio``). The sizes
+and configuration follow tests/test_correction.py (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
+from lsst.images import Image
 
 from conftest import tool, tool_env
 from lsst.skyframes.build import CpSkyImageConfig
@@ -21,6 +24,7 @@ from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
+    SkyCorrectionConfig,
     register_correction_inputs,
 )
 from lsst.skyframes.focal_plane import resolve_focal_plane_config
@@ -43,7 +47,8 @@ SEED = 17
 AMPLITUDE = 0.3
 LEVEL = 1500.0
 OBJECTS = {"n_stars": 40, "n_galaxies": 8}
-VISIT, VISIT_MISSING, VISIT_MASKED = 5000, 5001, 5002
+VISIT, VISIT_MISSING, VISIT_MASKED, VISIT_NO_BACKGROUND, VISIT_RAW = 5000, 5001, 5002, 5003, 5004
+RATIO = 1.1
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
@@ -96,18 +101,37 @@ def repo(tmp_path_factory):
     assert certify_calibrations(butler, "skybuild") == 4
 
     # Held-out visits, ingested the way a calibration pipeline leaves them.
-    register_correction_inputs(butler, "visits")
+    with_ratio = SkyCorrectionConfig()
+    with_ratio.doApplyFlatBackgroundRatio = True
+    register_correction_inputs(butler, "visits", with_ratio)
     truth = {}
-    for visit_id, detectors in ((VISIT, None), (VISIT_MISSING, [0, 1, 3]), (VISIT_MASKED, None)):
+    visits = (VISIT, VISIT_MISSING, VISIT_MASKED, VISIT_NO_BACKGROUND, VISIT_RAW)
+    for visit_id in visits:
         plan = _plan(camera, visit_id)
         visit = simulate_science_visit(
-            camera, plan, seed=SEED + 1, amplitude=AMPLITUDE, detector_ids=detectors, **OBJECTS
+            camera,
+            plan,
+            seed=SEED + 1,
+            amplitude=AMPLITUDE,
+            detector_ids=[0, 1, 3] if visit_id == VISIT_MISSING else None,
+            # VISIT_RAW: images from which nothing was subtracted, ingested without backgrounds.
+            background_bin_size=None if visit_id == VISIT_RAW else 128,
+            **OBJECTS,
         )
         for science in visit.values():
             if visit_id == VISIT_MASKED:
                 science.image.mask.set("BAD", np.ones(science.image.bbox.shape, dtype=bool))
         put_science_visit(butler, camera, plan, visit, "visits")
         truth[visit_id] = visit
+    # Detector 2 of VISIT_NO_BACKGROUND lacks its background; VISIT_RAW has a uniform ratio image.
+    data_id = {"instrument": camera.instrument, "visit": VISIT_NO_BACKGROUND, "detector": 2}
+    lacking = butler.find_dataset("preliminary_visit_image_background", data_id, collections="visits")
+    butler.pruneDatasets([lacking], disassociate=True, unstore=True, purge=True)
+    for detector in camera:
+        bbox = truth[VISIT_RAW][detector.id].image.bbox
+        ratio = Image(np.full(bbox.shape, RATIO, dtype=np.float32), bbox=bbox)
+        data_id = {"instrument": camera.instrument, "visit": VISIT_RAW, "detector": detector.id}
+        butler.put(ratio, "background_to_photometric_ratio", data_id, run="visits")
 
     # A calibration collection whose sky frame of detector 3 is missing.
     calib = calib_collection(camera.instrument)
@@ -134,7 +158,7 @@ def corrected(repo):
             "-o",
             "skycorr/sky",
             "-d",
-            f"visit IN ({VISIT}, {VISIT_MISSING})",
+            f"visit IN ({VISIT}, {VISIT_MISSING}, {VISIT_NO_BACKGROUND}, {VISIT_RAW})",
             "--register-dataset-types",
         ]
     )
@@ -144,16 +168,17 @@ def corrected(repo):
     return Butler.from_config(root)
 
 
-def _residual_rms(butler, collection, camera, truth) -> tuple[float, list]:
+def _residual_rms(butler, collection, camera, truth, visit=VISIT, detectors=None) -> tuple[float, list]:
+    """RMS against the truth of the corrected images of ``detectors`` (all by default)."""
     residuals = []
     skycorr = []
-    for detector in camera:
-        data_id = {"instrument": camera.instrument, "visit": VISIT, "detector": detector.id}
+    for detector_id in camera.detector_ids if detectors is None else detectors:
+        data_id = {"instrument": camera.instrument, "visit": visit, "detector": detector_id}
         image = butler.get("preliminary_visit_image", data_id, collections="visits")
         background = butler.get("skyCorr", data_id, collections=collection)
         skycorr.append(background)
         corrected = image.image.array - background.getImage().array
-        residuals.append(large_scale_residual(corrected, truth[detector.id].truth, image.mask.get("BAD")))
+        residuals.append(large_scale_residual(corrected, truth[detector_id].truth, image.mask.get("BAD")))
     values = np.concatenate([r.ravel() for r in residuals])
     return float(np.sqrt(np.nanmean(values**2))), skycorr
 
@@ -192,16 +217,74 @@ def test_visit_missing_a_detector_runs(repo, corrected):
     assert sorted(ref.dataId["detector"] for ref in refs) == [0, 1, 3]
 
 
-def test_missing_sky_frame_names_the_detector(repo, corrected):
+def _metadata(butler, camera, visit: int, collection: str):
+    data_id = {"instrument": camera.instrument, "visit": visit}
+    return butler.get("skyCorr_metadata", data_id, collections=collection)["skyCorr"]
+
+
+def _corrected_detectors(butler, camera, visit: int, collection: str) -> list[int]:
+    where = f"instrument = '{camera.instrument}' AND visit = {visit}"
+    refs = butler.query_datasets("skyCorr", collections=collection, where=where, explain=False)
+    return sorted(ref.dataId["detector"] for ref in refs)
+
+
+def test_detector_without_background_is_skipped_and_named(repo, corrected):
+    camera, _, truth, _ = repo
+    assert _corrected_detectors(corrected, camera, VISIT_NO_BACKGROUND, "skycorr/sky") == [0, 1, 3]
+    metadata = _metadata(corrected, camera, VISIT_NO_BACKGROUND, "skycorr/sky")
+    assert metadata["skippedDetectors"].to_dict() == {"2": "preliminary_visit_image_background"}
+    # The three others are corrected: against the truth, the sky frame takes out most of the
+    # pattern the focal-plane models leave, as on a visit of those three detectors alone
+    # (VISIT_MISSING: the same detectors and sky, its own noise and objects).
+    rms = {
+        visit: _residual_rms(corrected, "skycorr/sky", camera, truth[visit], visit, (0, 1, 3))[0]
+        for visit in (VISIT_NO_BACKGROUND, VISIT_MISSING)
+    }
+    rms_models, _ = _residual_rms(corrected, "skycorr/nosky", camera, truth[VISIT])
+    assert rms_models > 4 * rms[VISIT_NO_BACKGROUND], (rms_models, rms)
+    assert rms[VISIT_NO_BACKGROUND] == pytest.approx(rms[VISIT_MISSING], rel=0.15), rms
+
+
+def test_detector_without_sky_frame_is_skipped(repo, corrected):
+    """The reference leaves a detector without a sky calibration out of the visit."""
     camera, root, _, fp_config = repo
     result = _run(
         ["-b", root, "-i", "visits,partial_calib", "-o", "skycorr/partial", "-p", str(APPLY)]
         + ["-d", f"visit = {VISIT}", *_apply_options(fp_config)]
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "MissingSkyFrameError" in output
-    assert "No sky frame for detector(s) 3 (R11)" in output
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "3 (R11): no sky" in result.stdout + result.stderr
+    butler = Butler.from_config(root)
+    assert _corrected_detectors(butler, camera, VISIT, "skycorr/partial") == [0, 1, 2]
+    assert _metadata(butler, camera, VISIT, "skycorr/partial")["skippedDetectors"].to_dict() == {"3": "sky"}
+
+
+def test_visit_ingested_without_backgrounds_restores_nothing(repo, corrected):
+    """No background for any detector: the images are taken as having had nothing subtracted."""
+    camera, _, truth, _ = repo
+    assert _corrected_detectors(corrected, camera, VISIT_RAW, "skycorr/sky") == [0, 1, 2, 3]
+    assert _metadata(corrected, camera, VISIT_RAW, "skycorr/sky")["skippedDetectors"].to_dict() == {}
+    rms, skycorr = _residual_rms(corrected, "skycorr/sky", camera, truth[VISIT_RAW], VISIT_RAW)
+    rms_models, _ = _residual_rms(corrected, "skycorr/nosky", camera, truth[VISIT])
+    assert rms_models > 5 * rms, (rms_models, rms)
+    assert all(len(bg) == 3 for bg in skycorr)  # bgModel1, sky frame, bgModel2: nothing restored
+
+
+def test_flat_background_ratio_through_pipetask(repo, corrected):
+    """A ratio image of 1.1 read from the butler scales the fitted sky-frame scale by 1.1."""
+    camera, root, _, fp_config = repo
+    calib = calib_collection(camera.instrument)
+    result = _run(
+        ["-b", root, "-i", f"visits,{calib}", "-o", "skycorr/ratio", "-p", str(APPLY)]
+        + ["-d", f"visit = {VISIT_RAW}", *_apply_options(fp_config)]
+        + ["-c", "skyCorr:doApplyFlatBackgroundRatio=True", "--register-dataset-types"]
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    butler = Butler.from_config(root)
+    scale = _metadata(butler, camera, VISIT_RAW, "skycorr/ratio")["skyFrameScale"]
+    plain = _metadata(butler, camera, VISIT_RAW, "skycorr/sky")["skyFrameScale"]
+    # Nothing was subtracted from these images, so every step is linear in the ratio.
+    assert scale / plain == pytest.approx(RATIO, rel=1e-4), (scale, plain)
 
 
 def test_fully_masked_visit_reports_partial_outputs(repo, corrected):

@@ -116,16 +116,20 @@ def make_config(frames: Frames, **fields) -> SkyCorrectionConfig:
     return config
 
 
-def correct(frames, visit, ids=None, **fields):
-    """Run the task on copies of the visit; return (result, task, ids)."""
+def correct(frames, visit, ids=None, *, calBkgs=None, skyFrames=None, ratios=None, **fields):
+    """Run the task on copies of the visit; return (result, task, ids).
+
+    ``calBkgs`` and ``skyFrames`` default to the visit's backgrounds and the built sky frames.
+    """
     ids = sorted(visit) if ids is None else ids
     task = SkyCorrectionTask(config=make_config(frames, **fields))
     result = task.run(
         calExps=[visit[d].image.copy() for d in ids],
-        calBkgs=[visit[d].background for d in ids],
-        skyFrames=[frames.skies[d] for d in ids],
+        calBkgs=[visit[d].background for d in ids] if calBkgs is None else calBkgs,
+        skyFrames=[frames.skies[d] for d in ids] if skyFrames is None else skyFrames,
         camera=frames.camera,
         detectorIds=ids,
+        backgroundToPhotometricRatioHandles=ratios,
     )
     return result, task, ids
 
@@ -229,8 +233,14 @@ def test_objects_are_untouched(with_sky, visit):
 # --- (d)-(g): failure modes and configuration ------------------------------------------------------------
 
 
-def test_missing_detector_runs_on_the_rest(frames, visit):
-    result, task, ids = correct(frames, visit, ids=[0, 1, 3])
+@pytest.fixture(scope="module")
+def three_detectors(frames, visit):
+    """The visit without detector 2 at all."""
+    return correct(frames, visit, ids=[0, 1, 3])
+
+
+def test_missing_detector_runs_on_the_rest(frames, three_detectors):
+    result, task, ids = three_detectors
     assert len(result.skyCorr) == 3 and task.metadata["nDetectors"] == 3
     assert np.isfinite(result.skyFrameScale)
     mosaic = result.calExpMosaic.array
@@ -241,14 +251,121 @@ def test_missing_detector_runs_on_the_rest(frames, visit):
         assert np.isfinite(value) == (detector.id != 2)
 
 
-def test_missing_sky_frame_names_the_detector(frames, visit):
+def test_detector_without_background_is_skipped_and_named(
+    frames, visit, without_sky, three_detectors, caplog
+):
+    """The reference's detector set: a detector lacking its background takes no part."""
+    with caplog.at_level("WARNING"):
+        result, task, _ = correct(
+            frames, visit, calBkgs=[visit[d].background if d != 2 else None for d in visit]
+        )
+    assert result.detectorIds == [0, 1, 3] and len(result.skyCorr) == len(result.correctedExp) == 3
+    assert task.metadata["skippedDetectors"].to_dict() == {"2": "preliminary_visit_image_background"}
+    assert list(task.metadata.getArray("detectors")) == [0, 1, 3]
+    assert "2 (R10): no preliminary_visit_image_background" in caplog.text
+    # The other three are corrected: against the truth, the sky frame takes out most of the
+    # pattern the focal-plane models alone leave on them ...
+    rms_sky = residual_rms(result, visit, result.detectorIds)
+    models = without_sky[0]
+    rms_models = float(
+        np.sqrt(
+            np.nanmean(
+                np.concatenate(
+                    [
+                        large_scale_residual(image.image.array, visit[d].truth, image.mask.get("BAD")).ravel()
+                        for d, image in zip(without_sky[2], models.correctedExp, strict=True)
+                        if d != 2
+                    ]
+                )
+                ** 2
+            )
+        )
+    )
+    assert rms_models > 4 * rms_sky, (rms_models, rms_sky)
+    # ... and exactly as in a visit that never had detector 2: it leaves no trace.
+    alone = three_detectors[0]
+    assert result.skyFrameScale == alone.skyFrameScale
+    for ours, theirs in zip(result.correctedExp, alone.correctedExp, strict=True):
+        np.testing.assert_array_equal(ours.image.array, theirs.image.array)
+
+
+def test_detector_without_sky_frame_is_skipped(frames, visit, caplog):
+    """The reference drops a detector without a sky calibration rather than failing the visit."""
+    skies = [frames.skies[d] if d != 2 else None for d in sorted(visit)]
+    with caplog.at_level("WARNING"):
+        result, task, _ = correct(frames, visit, skyFrames=skies)
+    assert result.detectorIds == [0, 1, 3]
+    assert task.metadata["skippedDetectors"].to_dict() == {"2": "sky"}
+    assert "2 (R10): no sky" in caplog.text and "skyframes certify" in caplog.text
+
+
+def test_visit_without_any_sky_frame_is_an_error(frames, visit):
     ids = sorted(visit)
     task = SkyCorrectionTask(config=make_config(frames))
-    skies = [frames.skies[d] if d != 2 else None for d in ids]
-    with pytest.raises(MissingSkyFrameError, match=r"detector\(s\) 2 \(R10\)") as caught:
-        task.run([visit[d].image.copy() for d in ids], None, skies, frames.camera, ids)
-    assert caught.value.detectorIds == (2,)
+    with pytest.raises(MissingSkyFrameError, match=r"0 \(R00\): no sky.*doSky=False") as caught:
+        task.run([visit[d].image.copy() for d in ids], None, None, frames.camera, ids)
+    assert caught.value.detectorIds == (0, 1, 2, 3)
     assert isinstance(caught.value, NoDataError)
+    # Missing backgrounds everywhere: no detector left, but not for want of sky frames.
+    with pytest.raises(NoDataError, match="no preliminary_visit_image_background") as caught:
+        task.run(
+            [visit[d].image.copy() for d in ids],
+            [None] * 4,
+            [frames.skies[d] for d in ids],
+            frames.camera,
+            ids,
+        )
+    assert not isinstance(caught.value, MissingSkyFrameError)
+
+
+def _ratio_image(visit, d, value):
+    return Image(np.full(visit[d].image.bbox.shape, value, dtype=np.float32), bbox=visit[d].image.bbox)
+
+
+def test_flat_background_ratio_scales_the_sky_scale(frames, visit):
+    """A uniform ratio of 1.1 makes every image 1.1 times brighter: the fitted scale too."""
+    ids = sorted(visit)
+    raw = [visit[d].truth.image for d in ids]  # nothing subtracted: every step is then linear
+    scales = {}
+    for ratio in (None, 1.1):
+        task = SkyCorrectionTask(config=make_config(frames, doApplyFlatBackgroundRatio=ratio is not None))
+        result = task.run(
+            [r.copy() for r in raw],
+            None,
+            [frames.skies[d] for d in ids],
+            frames.camera,
+            ids,
+            backgroundToPhotometricRatioHandles=None
+            if ratio is None
+            else [_ratio_image(visit, d, ratio) for d in ids],
+        )
+        scales[ratio] = task.metadata["skyFrameScale"]
+        if ratio is not None:
+            # The variance scales as the square, so detection at N sigma finds the same objects.
+            for original, corrected in zip(raw, result.correctedExp, strict=True):
+                np.testing.assert_allclose(
+                    corrected.variance.array, 1.21 * original.variance.array, rtol=1e-6
+                )
+    assert scales[1.1] == pytest.approx(1.1 * scales[None], rel=1e-4)
+
+
+def test_flat_background_ratio_restores_the_background_unscaled(frames, visit):
+    """As the reference: ratio x image, then the input background added back as it was."""
+    ratios = [_ratio_image(visit, d, 1.0 + 0.05 * d) for d in sorted(visit)]
+    result, _, ids = correct(frames, visit, ratios=ratios, doApplyFlatBackgroundRatio=True)
+    for d, ratio, corrected, bg in zip(ids, ratios, result.correctedExp, result.skyCorr, strict=True):
+        np.testing.assert_array_equal(
+            bg[0][0].getStatsImage().image.array, -visit[d].background[0][0].getStatsImage().image.array
+        )
+        photometric = ratio.array * visit[d].image.image.array
+        np.testing.assert_allclose(photometric - bg.getImage().array, corrected.image.array, atol=0.02)
+
+
+def test_detector_without_ratio_is_skipped(frames, visit):
+    ratios = [_ratio_image(visit, d, 1.0) if d != 1 else None for d in sorted(visit)]
+    result, task, _ = correct(frames, visit, ratios=ratios, doApplyFlatBackgroundRatio=True)
+    assert result.detectorIds == [0, 2, 3]
+    assert task.metadata["skippedDetectors"].to_dict() == {"1": "background_to_photometric_ratio"}
 
 
 def test_fully_masked_visit_fails_specifically(frames, visit):
@@ -303,9 +420,20 @@ def test_reference_defaults():
 
 def test_connections_follow_the_config():
     config = SkyCorrectionConfig()
+    assert config.doApplyFlatBackgroundRatio is False  # the reference's default
     connections = SkyCorrectionConnections(config=config)
     assert "correctedExp" not in connections.outputs and "skyFrames" in connections.prerequisiteInputs
     assert connections.calBkgs.minimum == 0
+    assert "backgroundToPhotometricRatioHandles" not in connections.inputs
+    config.doApplyFlatBackgroundRatio = True
+    ratio = SkyCorrectionConnections(config=config).backgroundToPhotometricRatioHandles
+    assert (ratio.name, ratio.storageClass, set(ratio.dimensions)) == (
+        "background_to_photometric_ratio",
+        "ImageV2",
+        {"instrument", "visit", "detector"},
+    )
+    assert ratio.deferLoad and ratio.multiple
+    config.doApplyFlatBackgroundRatio = False
     config.doWriteCorrected = True
     config.doSky = False
     config.doPlotMosaics = False

@@ -331,9 +331,10 @@ def test_sky_correction_component_inputs():
     task = SkyCorrectionTask(config=config)
     image = MaskedImage(Image(np.zeros((64, 64), dtype=np.float32)), mask_schema=default_mask_schema())
     one = SkyMeasurementTask().measureBackground(image)
-    with pytest.raises(MissingSkyFrameError, match="sky_components") as missing:
-        task.run([image, image], None, None, camera, [0, 1], skyComponents=[one, None])
-    assert missing.value.detectorIds == (1,)
+    # A detector without templates is skipped (the reference's detector set); none left is an error.
+    with pytest.raises(MissingSkyFrameError, match="no sky_components.*nComponents=1") as missing:
+        task.run([image, image], None, None, camera, [0, 1], skyComponents=[None, None])
+    assert missing.value.detectorIds == (0, 1)
     with pytest.raises(MissingSkyFrameError, match="has 1 sky templates but nComponents=2"):
         task.run([image, image], None, None, camera, [0, 1], skyComponents=[one, one])
 

@@ -28,6 +28,7 @@ PIPELINES = [
     ("BuildSkyTemplates.yaml", {}),
     ("ApplySkyFrame.yaml", {}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"nComponents": 2}}),
+    ("ApplySkyFrame.yaml", {"skyCorr": {"doApplyFlatBackgroundRatio": True}}),
 ]
 
 

@@ -1,7 +1,11 @@
 """`SkyCorrectionTask`: apply sky frames to a visit (the Rubin pipe_tasks ``skyCorr``).
 
-Per visit, over every detector present:
+Per visit, over every detector that has every input the configuration needs
+(the others are skipped and named, as in the reference):
 
+0. ``doApplyFlatBackgroundRatio``: multiply each image by its
+   ``background_to_photometric_ratio`` (background-flattened to
+   photometric-flattened), before any background work;
 1. restore each detector's original background (its ``calBkgs`` list) and
    detect objects (``maskObjects``), which stay flagged ``DETECTED`` so that
    they are left out of every model below;
@@ -18,7 +22,9 @@ Output per detector: ``skyCorr``, the background list of everything
 subtracted, such that **calibrated image - skyCorr.getImage() = sky-corrected
 image**. As in the reference, the list starts with the input background's
 elements *negated* (restoring it), followed by the elements this task adds.
-Per visit: binned focal-plane mosaics of the corrected images and of the
+With ``doApplyFlatBackgroundRatio`` the calibrated image in that identity is
+the ratio times the input image: the input background is restored unscaled,
+as the reference does. Per visit: binned focal-plane mosaics of the corrected images and of the
 background this task subtracted (and PNG plots of both).
 
 ``runQuantum`` only unpacks inputs and packs outputs; ``run`` takes plain
@@ -92,8 +98,8 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
     )
     calBkgs = cT.Input(
         name="preliminary_visit_image_background",
-        doc="Backgrounds already subtracted from calExps; a detector without one is taken as having had "
-        "nothing subtracted.",
+        doc="Backgrounds already subtracted from calExps; a detector without one is skipped (when no "
+        "detector of the visit has one, nothing is taken as subtracted from any).",
         storageClass="SkyBackgroundList",
         dimensions=("instrument", "visit", "detector"),
         multiple=True,
@@ -101,15 +107,28 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         # the graph's initial data-ID query, so it cannot drop detectors).
         minimum=0,
     )
+    backgroundToPhotometricRatioHandles = cT.Input(
+        name="background_to_photometric_ratio",
+        doc="Per detector, the ratio of the background-flattened to the photometric-flattened image "
+        "(only with doApplyFlatBackgroundRatio); each calExp is multiplied by it.",
+        storageClass="ImageV2",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+        deferLoad=True,
+        # As calBkgs: a detector without one is named and skipped in run
+        # rather than dropped unseen by the graph's data-ID query.
+        minimum=0,
+    )
     skyFrames = cT.PrerequisiteInput(
         name="sky",
-        doc="Sky frames (calibration lookup by the visit's physical filter and time).",
+        doc="Sky frames (calibration lookup by the visit's physical filter and time); a detector without "
+        "one is skipped.",
         storageClass="MaskedImageV2",
         dimensions=("instrument", "physical_filter", "detector"),
         isCalibration=True,
         multiple=True,
-        # Checked in run, which names the detectors that lack one, instead of
-        # failing the whole graph build.
+        # Checked in run, which skips and names the detectors that lack one,
+        # instead of failing the whole graph build.
         minimum=0,
     )
     skyComponents = cT.PrerequisiteInput(
@@ -182,11 +201,19 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
             del self.skyComponents
         else:
             del self.skyFrames
+        if not config.doApplyFlatBackgroundRatio:
+            del self.backgroundToPhotometricRatioHandles
 
 
 class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionConnections):
     """Configuration of `SkyCorrectionTask` (fields and defaults of the reference)."""
 
+    doApplyFlatBackgroundRatio = Field[bool](
+        doc="Multiply each image by its background_to_photometric_ratio before any background work? Set "
+        "it when the images were flattened with an illumination correction (a background flat): the sky "
+        "is then fitted on photometric-flattened images, as the reference does.",
+        default=False,
+    )
     maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object detection.")
     doMaskObjects = Field[bool](doc="Detect objects and keep them out of the models?", default=True)
     bgModel1 = ConfigField[SkyFocalPlaneConfig](
@@ -264,7 +291,8 @@ def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionCo
         RUN collection to register (harmless if it exists).
     config : `SkyCorrectionConfig`, optional
         Configuration whose connection names to register (default names
-        otherwise).
+        otherwise); with ``doApplyFlatBackgroundRatio`` the ratio images'
+        dataset type too.
 
     Notes
     -----
@@ -277,7 +305,8 @@ def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionCo
     (`~lsst.skyframes.repo.insert_exposure` defines one per exposure).
     """
     connections = SkyCorrectionConnections(config=config or SkyCorrectionConfig())
-    for name in ("calExps", "calBkgs"):
+    names = ("calExps", "calBkgs", "backgroundToPhotometricRatioHandles")
+    for name in (n for n in names if n in connections.inputs):
         connection = getattr(connections, name)
         butler.registry.registerDatasetType(
             DatasetType(
@@ -323,7 +352,9 @@ class SkyCorrectionTask(PipelineTask):
     """Correct the sky of a whole visit: focal-plane models and a scaled sky frame.
 
     See the module docstring for the steps. `run` records in the task
-    metadata: ``nDetectors``, ``detectors``, ``skyFrameScale`` (NaN without
+    metadata: ``nDetectors``, ``detectors`` (those that took part),
+    ``skippedDetectors`` (the others: detector id -> the dataset types it
+    lacks), ``skyFrameScale`` (NaN without
     ``doSky``), per model ``bgModel1``/``bgModel2`` the bins and good bins and
     the median of the model, and per detector under ``skySamples`` the number
     of sample pairs, how many are finite, and the median image and sky
@@ -346,15 +377,30 @@ class SkyCorrectionTask(PipelineTask):
         outputRefs: OutputQuantizedConnection,
     ) -> None:
         # Detector order fixed by id, so logs and metadata are reproducible.
+        # Every detector with an image is passed on, None where another input
+        # is absent: run decides which take part and names the others.
         refs = sorted(inputRefs.calExps, key=lambda ref: ref.dataId["detector"])
         detectorIds = [int(ref.dataId["detector"]) for ref in refs]
         calExps = [butlerQC.get(ref) for ref in refs]
-        calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
-        skyFrames = skyComponents = None
+        calBkgs = None
+        if inputRefs.calBkgs:
+            calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
+        else:
+            # Images ingested without their background (skyframes ingest
+            # --visit-images): nothing was subtracted from any of them.
+            self.log.warning(
+                "No %s for any detector of this visit: taking it that nothing was subtracted from the "
+                "images.",
+                self.config.connections.calBkgs,
+            )
+        skyFrames = skyComponents = ratios = None
         if self.config.doSky and self.config.nComponents == 1:
             skyFrames = self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds)
         elif self.config.doSky:
             skyComponents = self._byDetector(butlerQC, inputRefs.skyComponents, detectorIds)
+        if self.config.doApplyFlatBackgroundRatio:
+            # Deferred handles: each ratio image is read when its detector is.
+            ratios = self._byDetector(butlerQC, inputRefs.backgroundToPhotometricRatioHandles, detectorIds)
         camera = butlerQC.get(inputRefs.camera)
         try:
             outputs = self.run(
@@ -364,6 +410,7 @@ class SkyCorrectionTask(PipelineTask):
                 camera=camera,
                 detectorIds=detectorIds,
                 skyComponents=skyComponents,
+                backgroundToPhotometricRatioHandles=ratios,
             )
         except AlgorithmError as err:
             # Nothing is written: a partial skyCorr (say without bgModel2)
@@ -371,12 +418,15 @@ class SkyCorrectionTask(PipelineTask):
             # recorded in this task's metadata, which is still written.
             error = AnnotatedPartialOutputsError.annotate(err, self, log=self.log)
             raise error from err
-        index = {detector: i for i, detector in enumerate(detectorIds)}
+        # Skipped detectors get no outputs, as in the reference.
+        index = {detector: i for i, detector in enumerate(outputs.detectorIds)}
         for ref in outputRefs.skyCorr:
-            butlerQC.put(outputs.skyCorr[index[ref.dataId["detector"]]], ref)
+            if ref.dataId["detector"] in index:
+                butlerQC.put(outputs.skyCorr[index[ref.dataId["detector"]]], ref)
         if self.config.doWriteCorrected:
             for ref in outputRefs.correctedExp:
-                butlerQC.put(outputs.correctedExp[index[ref.dataId["detector"]]], ref)
+                if ref.dataId["detector"] in index:
+                    butlerQC.put(outputs.correctedExp[index[ref.dataId["detector"]]], ref)
         butlerQC.put(outputs.calExpMosaic, outputRefs.calExpMosaic)
         butlerQC.put(outputs.calBkgMosaic, outputRefs.calBkgMosaic)
         if self.config.doPlotMosaics:
@@ -388,7 +438,8 @@ class SkyCorrectionTask(PipelineTask):
         """Load the datasets of ``refs`` in ``detectorIds`` order, `None` where absent.
 
         Only the visit's detectors are read: a prerequisite lookup of sky
-        frames finds those of every detector of the camera.
+        frames finds those of every detector of the camera. Deferred refs
+        give deferred handles.
         """
         found = {int(ref.dataId["detector"]): ref for ref in refs}
         return [butlerQC.get(found[d]) if d in found else None for d in detectorIds]
@@ -402,8 +453,17 @@ class SkyCorrectionTask(PipelineTask):
         camera: Camera,
         detectorIds: Sequence[int],
         skyComponents: Sequence[BackgroundList | None] | None = None,
+        backgroundToPhotometricRatioHandles: Sequence[Image | DeferredDatasetHandle | None] | None = None,
     ) -> Struct:
         """Correct the sky of one visit.
+
+        The visit's detector set is, as in the reference, the detectors that
+        have every input the configuration needs: the image, its background,
+        its sky frame (``doSky``; its templates with ``nComponents`` > 1) and
+        its ratio image (``doApplyFlatBackgroundRatio``). The others are
+        skipped with a warning that names them and what they lack, and are
+        recorded in the metadata under ``skippedDetectors`` (detector id ->
+        the dataset types it lacks).
 
         Parameters
         ----------
@@ -413,29 +473,43 @@ class SkyCorrectionTask(PipelineTask):
             pass copies to keep the originals. Handles are read one at a
             time.
         calBkgs : sequence of `BackgroundList` or `None`, or `None`
-            Background already subtracted from each image; `None` (for one
-            detector or all) means nothing was subtracted.
+            Background already subtracted from each image; a detector whose
+            entry is `None` is skipped. `None` for the whole visit means
+            nothing was subtracted from any image.
         skyFrames : sequence of `lsst.images.MaskedImage` or `None`, or `None`
-            Sky frame of each detector (``sky`` calibrations); needed for
-            every detector if ``doSky`` and ``nComponents`` is 1, ignored
-            otherwise.
+            Sky frame of each detector (``sky`` calibrations); if ``doSky``
+            and ``nComponents`` is 1 a detector without one is skipped;
+            ignored otherwise.
         camera : `~lsst.skyframes.camera.Camera`
             Camera geometry.
         detectorIds : sequence of `int`
             Detector id of each image.
         skyComponents : sequence of `BackgroundList` or `None`, or `None`
             Sky templates of each detector (``sky_components``, at least
-            ``nComponents`` elements); needed for every detector if
-            ``doSky`` and ``nComponents`` > 1, ignored otherwise.
+            ``nComponents`` elements); if ``doSky`` and ``nComponents`` > 1
+            a detector without them is skipped; ignored otherwise.
+        backgroundToPhotometricRatioHandles : sequence of `lsst.images.Image` or `None`, or `None`
+            With ``doApplyFlatBackgroundRatio``: each detector's
+            ``background_to_photometric_ratio``, by which its image (and its
+            variance, squared) is multiplied before the background is
+            restored; a detector without one is skipped. Deferred handles
+            are read one at a time. Ignored otherwise.
 
         Returns
         -------
         result : `lsst.pipe.base.Struct`
+            - ``detectorIds``: `list` of `int`, the detectors that took part,
+              in input order; the lists below follow it;
             - ``skyCorr``: `list` of `BackgroundList`, per detector: the input
               background's elements negated, then bgModel1 (unless undone),
               the scaled sky frame, bgModel2, so that ``calExp -
-              skyCorr.getImage()`` is the corrected image;
-            - ``correctedExp``: `list` of the corrected images (the inputs);
+              skyCorr.getImage()`` is the corrected image (with
+              ``doApplyFlatBackgroundRatio``, ``ratio x calExp -
+              skyCorr.getImage()``: as in the reference, the input background
+              is restored unscaled and the models are fitted on the
+              photometric-flattened image);
+            - ``correctedExp``: `list` of the corrected images (the inputs;
+              photometric-flattened with ``doApplyFlatBackgroundRatio``);
             - ``calExpMosaic``, ``calBkgMosaic``: `lsst.images.Image` focal-plane
               mosaics (`~lsst.skyframes.mosaic.focal_plane_mosaic`) of the
               binned corrected images and of the background this task
@@ -452,8 +526,12 @@ class SkyCorrectionTask(PipelineTask):
         Raises
         ------
         MissingSkyFrameError
-            Raised, before any image is read, if ``doSky`` and some detectors
-            have no sky frame; the message names them.
+            Raised, before any image is read, if no detector takes part
+            because none has a sky frame (or templates); the message names
+            them.
+        lsst.skyframes.errors.NoDataError
+            Raised, before any image is read, if no detector has every
+            required input; the message names what each lacks.
         FocalPlaneCoverageError
             Raised if every bin of bgModel1 or bgModel2 has fewer good pixels
             than ``minFrac`` allows (e.g. a fully masked visit).
@@ -479,34 +557,48 @@ class SkyCorrectionTask(PipelineTask):
         n = len(ids)
         if n == 0:
             raise NoDataError("SkyCorrectionTask.run got no images; a visit needs at least one detector.")
-        calBkgs = [None] * n if calBkgs is None else list(calBkgs)
-        skyFrames = [None] * n if skyFrames is None else list(skyFrames)
-        skyComponents = [None] * n if skyComponents is None else list(skyComponents)
-        for name, values in (
-            ("calExps", calExps),
-            ("calBkgs", calBkgs),
-            ("skyFrames", skyFrames),
-            ("skyComponents", skyComponents),
-        ):
+        nComponents = self.config.nComponents
+        # The inputs this configuration requires of every detector.
+        inputs = {"calExps": list(calExps)}
+        if calBkgs is not None:
+            inputs["calBkgs"] = list(calBkgs)
+        if self.config.doSky and nComponents == 1:
+            inputs["skyFrames"] = list(skyFrames or [None] * n)
+        elif self.config.doSky:
+            inputs["skyComponents"] = list(skyComponents or [None] * n)
+        if self.config.doApplyFlatBackgroundRatio:
+            ratioHandles = backgroundToPhotometricRatioHandles
+            inputs["backgroundToPhotometricRatioHandles"] = list(ratioHandles or [None] * n)
+        for name, values in inputs.items():
             if len(values) != n:
                 raise ValueError(
                     f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
-                    "pass one entry per detector (None where a background or sky frame is absent)."
+                    "pass one entry per detector (None where a detector lacks it)."
                 )
+        keep = self._selectDetectors(ids, inputs, camera)
+        ids = [ids[k] for k in keep]
         detectors = [camera[d] for d in ids]
-        nComponents = self.config.nComponents
-        if self.config.doSky and nComponents == 1:
-            self._checkSkyFrames(skyFrames, detectors)
-        elif self.config.doSky:
+        selected = {name: [values[k] for k in keep] for name, values in inputs.items()}
+        calExps = selected["calExps"]
+        absent = [None] * len(keep)
+        calBkgs = selected.get("calBkgs", absent)
+        skyFrames = selected.get("skyFrames", absent)
+        skyComponents = selected.get("skyComponents", absent)
+        ratios = selected.get("backgroundToPhotometricRatioHandles", absent)
+        if self.config.doSky and nComponents > 1:
             self._checkSkyComponents(skyComponents, detectors)
-        self.metadata["nDetectors"] = n
+        self.metadata["nDetectors"] = len(ids)
         self.metadata["detectors"] = ids
 
         # (1) Restore the original backgrounds, detect objects.
         images: list[MaskedImage] = []
         skyCorr: list[BackgroundList] = []
-        for detector, calExp, calBkg in zip(detectors, calExps, calBkgs, strict=True):
+        for detector, calExp, calBkg, ratio in zip(detectors, calExps, calBkgs, ratios, strict=True):
             image = _load(calExp)
+            if self.config.doApplyFlatBackgroundRatio:
+                # Before any background work, as the reference does: the
+                # restored background below is then added unscaled.
+                self._applyFlatBackgroundRatio(image, _load(ratio), detector)
             skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
             if self.config.doMaskObjects:
                 self._maskObjects(image)
@@ -547,41 +639,75 @@ class SkyCorrectionTask(PipelineTask):
 
         result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
         result.skyComponentCoefficients = coefficients
+        result.detectorIds = ids
         return result
 
-    @staticmethod
-    def _requireEvery(values: Sequence[Any], detectors: Sequence[DetectorGeometry], message: str) -> None:
-        """Raise `MissingSkyFrameError` if a detector's entry is `None`.
+    # What each required input is, and how to provide it, for the messages
+    # about detectors that lack it.
+    _INPUT_FIXES = {
+        "calExps": "put its image",
+        "calBkgs": "put the background subtracted from its image",
+        "skyFrames": "build and certify its sky frame (pipelines/BuildSkyFrame.yaml, then `skyframes "
+        "certify`) and check that the <instrument>/calib collection is valid at the visit's time",
+        "skyComponents": "build its templates with -c cpSkyCombine:nComponents=K (K >= nComponents) "
+        "and certify them",
+        "backgroundToPhotometricRatioHandles": "put its ratio image",
+    }
 
-        ``message`` is formatted with ``names``, the missing detectors as
-        "id (name)".
+    def _selectDetectors(self, ids: Sequence[int], inputs: dict[str, list[Any]], camera: Camera) -> list[int]:
+        """Return the positions of the detectors that have every required input.
+
+        The others are logged as a warning naming each one and the dataset
+        types it lacks, and recorded in the metadata under
+        ``skippedDetectors``: per detector id (as a string) the dataset
+        types it lacks, comma-separated; empty when none was skipped.
+
+        Raises
+        ------
+        MissingSkyFrameError
+            Raised if no detector is left and none had a sky frame (or
+            templates).
+        lsst.skyframes.errors.NoDataError
+            Raised if no detector is left for any other reason.
         """
-        missing = [d for d, value in zip(detectors, values, strict=True) if value is None]
-        if missing:
-            names = ", ".join(f"{d.id} ({d.name})" for d in missing)
-            raise MissingSkyFrameError(message.format(names=names), [d.id for d in missing])
-
-    def _checkSkyFrames(self, skyFrames: Sequence[Any], detectors: Sequence[DetectorGeometry]) -> None:
-        self._requireEvery(
-            skyFrames,
-            detectors,
-            "No sky frame for detector(s) {names} of this visit while doSky=True. Build and certify "
-            "sky frames for them (pipelines/BuildSkyFrame.yaml, then `skyframes certify`), check "
-            "that the <instrument>/calib collection is in the inputs and valid at the visit's time, "
-            "or run with -c skyCorr:doSky=False.",
+        missing = {k: [name for name, values in inputs.items() if values[k] is None] for k in range(len(ids))}
+        keep = [k for k, names in missing.items() if not names]
+        skipped = {ids[k]: names for k, names in missing.items() if names}
+        connections = self.config.connections
+        lacks = {d: ", ".join(getattr(connections, name) for name in names) for d, names in skipped.items()}
+        # One string per detector: TaskMetadata reads a list back as its last element.
+        self.metadata["skippedDetectors"] = {str(d): datasets for d, datasets in lacks.items()}
+        if not skipped:
+            return keep
+        lines = [f"{d} ({camera[d].name}): no {datasets}" for d, datasets in lacks.items()]
+        lacking = sorted({name for names in skipped.values() for name in names})
+        fixes = "; ".join(f"for {getattr(connections, name)}, {self._INPUT_FIXES[name]}" for name in lacking)
+        if keep:
+            self.log.warning(
+                "Skipping %d of %d detectors of this visit, which lack a required input: %s. To include "
+                "them: %s.",
+                len(skipped),
+                len(ids),
+                "; ".join(lines),
+                fixes,
+            )
+            return keep
+        message = (
+            f"No detector of this visit has every input skyCorr needs: {'; '.join(lines)}. To include "
+            f"them: {fixes}."
         )
+        for sky, alternative in (
+            ("skyFrames", "-c skyCorr:doSky=False to use the focal-plane models only"),
+            ("skyComponents", "-c skyCorr:nComponents=1 to use the single sky frames"),
+        ):
+            if sky in inputs and all(sky in names for names in skipped.values()):
+                raise MissingSkyFrameError(f"{message} Or run with {alternative}.", list(skipped))
+        raise NoDataError(message)
 
     def _checkSkyComponents(
         self, skyComponents: Sequence[Any], detectors: Sequence[DetectorGeometry]
     ) -> None:
-        self._requireEvery(
-            skyComponents,
-            detectors,
-            "No sky_components templates for detector(s) {names} of this visit while "
-            f"nComponents={self.config.nComponents}. Build them with -c cpSkyCombine:nComponents=K "
-            "(K >= nComponents) and certify them (`skyframes certify`), or run with "
-            "-c skyCorr:nComponents=1 to use the single sky frames.",
-        )
+        """Raise `MissingSkyFrameError` if a detector has fewer than ``nComponents`` templates."""
         for detector, templates in zip(detectors, skyComponents, strict=True):
             if not isinstance(templates, DeferredDatasetHandle) and len(templates) < self.config.nComponents:
                 raise MissingSkyFrameError(
@@ -590,6 +716,22 @@ class SkyCorrectionTask(PipelineTask):
                     f"{self.config.nComponents} or lower skyCorr:nComponents.",
                     [detector.id],
                 )
+
+    def _applyFlatBackgroundRatio(self, image: MaskedImage, ratio: Image, detector: DetectorGeometry) -> None:
+        """Turn a background-flattened image into a photometric-flattened one, in place.
+
+        The image plane is multiplied by the ratio and the variance plane by
+        its square, as afw multiplies a masked image by an image.
+        """
+        pixels, _ = image_and_mask(image)
+        require_same_bbox(
+            pixels.bbox, ratio.bbox, f"detector {detector.id} image and its background_to_photometric_ratio"
+        )
+        pixels.array *= ratio.array
+        variance = getattr(image, "variance", None)
+        if variance is not None:
+            variance.array *= ratio.array**2
+        self.log.debug("Detector %d: multiplied by its background to photometric ratio.", detector.id)
 
     def _restoreBackground(
         self, image: MaskedImage, calBkg: BackgroundList | None, detector: DetectorGeometry

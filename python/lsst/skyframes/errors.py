@@ -168,7 +168,11 @@ class NotRegisteredError(SkyFramesError, LookupError):
 
 
 class MissingSkyFrameError(NoDataError, RepeatableQuantumError):
-    """Detectors of a visit have no sky frame although ``doSky`` is set.
+    """Sky frames (or templates) that ``doSky`` needs are missing or too few.
+
+    Raised when no detector of a visit has one (a detector lacking one while
+    others have theirs is skipped, as in the reference) and when a
+    detector's ``sky_components`` hold fewer than ``nComponents`` templates.
 
     A `~lsst.pipe.base.RepeatableQuantumError` too: running the quantum
     again will not help until the calibration is certified.
@@ -178,7 +182,7 @@ class MissingSkyFrameError(NoDataError, RepeatableQuantumError):
     message : `str`
         What is wrong and how to fix it.
     detectorIds : sequence of `int`
-        The detectors without a sky frame.
+        The detectors concerned.
     """
 
     def __init__(self, message: str, detectorIds: Sequence[int]) -> None:

@@ -735,7 +735,8 @@ def put_science_visit(
     Defines the exposure and its one-to-one visit (with the
     ``visit_detector_region`` records per-visit graphs need) and puts each
     detector's ``preliminary_visit_image`` and
-    ``preliminary_visit_image_background`` into ``run`` unless already there.
+    ``preliminary_visit_image_background`` (if one was subtracted) into
+    ``run`` unless already there.
     The dataset types must be registered
     (`~lsst.skyframes.correction.register_correction_inputs`).
 
@@ -764,6 +765,7 @@ def put_science_visit(
         data_id = {"instrument": camera.instrument, "visit": plan.exposure_id, "detector": detector_id}
         if butler.find_dataset("preliminary_visit_image", data_id, collections=run) is None:
             butler.put(science.image, "preliminary_visit_image", data_id, run=run)
-            butler.put(science.background, "preliminary_visit_image_background", data_id, run=run)
+            if science.background is not None:
+                butler.put(science.background, "preliminary_visit_image_background", data_id, run=run)
             n_new += 1
     return n_new
