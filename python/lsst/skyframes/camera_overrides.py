@@ -13,7 +13,8 @@ derived from the camera description, as an explicit choice:
   what is set from the camera; `apply_camera_overrides` applies it. pipe_base
   calls it through `~lsst.skyframes.instrument.SkyFramesInstrument.applyConfigOverrides`
   (``pipetask run --instrument ...``, a pipeline's ``instrument:`` key or
-  ``Pipeline.addInstrument``); tests and notebooks call it directly.
+  ``Pipeline.addInstrument``); tests and notebooks call it directly, or
+  `camera_config` for a task's default config with them applied.
 
 Values applied this way come before pipeline config blocks and ``-c``
 options, which therefore still override them.
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "CAMERA_OVERRIDES",
     "apply_camera_overrides",
+    "camera_config",
     "camera_sized_config",
 ]
 
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lsst.pex.config import Config
+    from lsst.pipe.base import Task
 
     from .camera import Camera
     from .focal_plane import FocalPlaneBackgroundConfig
@@ -112,3 +115,24 @@ def apply_camera_overrides(name: str, config: Config, camera: Camera) -> None:
             override(getattr(parent, leaf), camera)
         else:
             setattr(parent, leaf, override)
+
+
+def camera_config(taskClass: type[Task], camera: Camera) -> Config:
+    """Return a task's default config with the camera-derived settings applied.
+
+    Parameters
+    ----------
+    taskClass : `type` [`lsst.pipe.base.Task`]
+        The task (its ``ConfigClass`` and ``_DefaultName`` are used).
+    camera : `~lsst.skyframes.camera.Camera`
+        The camera.
+
+    Returns
+    -------
+    config : `lsst.pex.config.Config`
+        A new ``taskClass.ConfigClass()``, as ``pipetask run --instrument``
+        would configure it before any config block or ``-c`` option.
+    """
+    config = taskClass.ConfigClass()
+    apply_camera_overrides(taskClass._DefaultName, config, camera)
+    return config
