@@ -23,6 +23,12 @@ the registry with no arguments other than ``collection_prefix``. Hence:
 - The base class itself, constructed with no arguments as
   ``butler register-instrument REPO lsst.skyframes.instrument.SkyFramesInstrument``
   does, takes name and camera from ``SKYFRAMES_CAMERA``.
+- Its config overrides (`SkyFramesInstrument.applyConfigOverrides`, applied by
+  ``pipetask run --instrument lsst.skyframes.instrument.SkyFramesInstrument``)
+  size the focal-plane models from the camera, as an obs package's override
+  files would (`lsst.skyframes.camera_overrides`). pipe_base creates the
+  instrument with no arguments and no butler for this, so in a new process the
+  camera comes from ``SKYFRAMES_CAMERA`` (or a subclass's ``camera_path``).
 """
 
 from __future__ import annotations
