@@ -226,6 +226,10 @@ def test_table_entries_may_be_plain_values(monkeypatch):
     config = camera_config(SkyCorrectionTask, camera)
     assert config.bgModel2.minFrac == 0.25
     _assert_camera_sized(config.bgModel2, 1)
+    # Without a camera the plain values still apply; the camera-derived entries are reported.
+    other = SkyCorrectionConfig()
+    assert apply_camera_overrides("skyCorr", other, None) == ["bgModel1", "bgModel2"]
+    assert other.bgModel2.minFrac == 0.25 and other.bgModel1.xSize is None
 
 
 def test_instrument_without_camera_leaves_the_sizes_unset(monkeypatch, caplog):

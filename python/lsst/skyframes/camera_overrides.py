@@ -93,8 +93,8 @@ the field at its path (e.g. ``"maskObjects.detection.thresholdType": "stdev"``).
 Add new camera-derived settings here, and nowhere else."""
 
 
-def apply_camera_overrides(name: str, config: Config, camera: Camera) -> None:
-    """Apply the camera-derived settings of `CAMERA_OVERRIDES` to a task config.
+def apply_camera_overrides(name: str, config: Config, camera: Camera | None) -> list[str]:
+    """Apply the settings of `CAMERA_OVERRIDES` to a task config.
 
     Parameters
     ----------
@@ -103,18 +103,29 @@ def apply_camera_overrides(name: str, config: Config, camera: Camera) -> None:
         names have no entries and change nothing.
     config : `lsst.pex.config.Config`
         The task's configuration, modified in place.
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
+    camera : `~lsst.skyframes.camera.Camera` or `None`
+        The camera; `None` if it is not known, in which case only the plain
+        values are applied.
+
+    Returns
+    -------
+    skipped : `list` [`str`]
+        Paths of the camera-derived entries left unapplied for want of a
+        camera (empty if ``camera`` is given).
     """
+    skipped = []
     for path, override in CAMERA_OVERRIDES.get(name, {}).items():
         *parents, leaf = path.split(".")
         parent = config
         for part in parents:
             parent = getattr(parent, part)
-        if callable(override):
-            override(getattr(parent, leaf), camera)
-        else:
+        if not callable(override):
             setattr(parent, leaf, override)
+        elif camera is None:
+            skipped.append(path)
+        else:
+            override(getattr(parent, leaf), camera)
+    return skipped
 
 
 def camera_config(taskClass: type[Task], camera: Camera) -> Config:

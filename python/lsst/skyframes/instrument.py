@@ -311,20 +311,24 @@ class SkyFramesInstrument(Instrument):
         After the base class's override files (``configPaths``), the
         camera-derived settings of
         `lsst.skyframes.camera_overrides.CAMERA_OVERRIDES` are applied if the
-        camera can be found (see the module documentation): cpSkyImage's
+        camera can be found (see the module documentation; entries that are
+        plain values apply without it): cpSkyImage's
         ``largeScaleBackground`` one detector per bin, skyCorr's ``bgModel1``
         two and ``bgModel2`` one, in the camera's pixel size. Without a camera
-        only the base class's overrides apply, and a config left without bin
-        sizes fails validation with instructions.
+        those are skipped with a warning, and a config left without bin sizes
+        fails validation with instructions.
         """
         super().applyConfigOverrides(name, config)
-        try:
-            camera = self.camera
-        except InstrumentCameraError as err:
-            if name in CAMERA_OVERRIDES:
-                _LOG.warning("No camera-derived config for %s: %s", name, err)
+        if name not in CAMERA_OVERRIDES:
             return
-        apply_camera_overrides(name, config, camera)
+        try:
+            camera: Camera | None = self.camera
+            reason = ""
+        except InstrumentCameraError as err:
+            camera, reason = None, str(err)
+        skipped = apply_camera_overrides(name, config, camera)
+        if skipped:
+            _LOG.warning("No camera-derived config for %s (%s left as configured): %s", name, skipped, reason)
 
     def getRawFormatter(self, dataId: DataId) -> type[Formatter | FormatterV2]:
         """Return the formatter for raw files: lsst.images' generic one.
