@@ -68,10 +68,7 @@ from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import BoxMismatchError, FocalPlaneCoverageError, MissingSkyFrameError, NoDataError
-from .focal_plane import (
-    FocalPlaneBackground,
-    FocalPlaneBackgroundConfig,
-)
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
