@@ -221,16 +221,12 @@ class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnect
         doc="Large-scale focal-plane background (sizes default to one detector, from the camera).",
         dtype=SkyFocalPlaneConfig,
     )
-    maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object masking.")
-
-    def setDefaults(self) -> None:
-        super().setDefaults()
-        # Keep DETECTED set after the masked pixels are replaced by the 256-px
-        # model. The sky-frame statistics ignore DETECTED, so the replaced
-        # pixels (which carry a smoothed pattern) do not enter the sky frame;
-        # clearing it, as MaskObjectsTask does by default, biased 256-px test
-        # detectors by ~15 sigma per bin.
-        self.maskObjects.clearDetected = False
+    maskTask = ConfigurableField(target=MaskObjectsTask, doc="Object masker.")
+    maskThresh = Field[float](
+        doc="k-sigma threshold for masking pixels. Unused, as in cp_pipe, where the field exists but nothing "
+        "reads it: the detection threshold is maskTask.detection.thresholdValue.",
+        default=3.0,
+    )
 
 
 class CpSkyImageTask(PipelineTask):
@@ -242,7 +238,7 @@ class CpSkyImageTask(PipelineTask):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.makeSubtask("maskObjects")
+        self.makeSubtask("maskTask")
 
     def runQuantum(
         self,
@@ -302,7 +298,7 @@ class CpSkyImageTask(PipelineTask):
                 list(self.config.maskList),
             )
         else:
-            self.maskObjects.run(inputExp, list(self.config.maskList))
+            self.maskTask.run(inputExp, list(self.config.maskList))
         config = resolve_focal_plane_config(self.config.largeScaleBackground, camera)
         background = FocalPlaneBackground.fromCamera(config, camera)
         background.addCcd(inputExp, detector)
