@@ -218,16 +218,15 @@ class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnect
         "camera-sized with the instrument's overrides, see lsst.skyframes.camera_overrides).",
         dtype=FocalPlaneBackgroundConfig,
     )
-    maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object masking.")
+    maskTask = ConfigurableField(target=MaskObjectsTask, doc="Object masker.")
+    maskThresh = Field[float](
+        doc="k-sigma threshold for masking pixels. Unused, as in cp_pipe, where the field exists but nothing "
+        "reads it: the detection threshold is maskTask.detection.thresholdValue.",
+        default=3.0,
+    )
 
     def setDefaults(self) -> None:
         super().setDefaults()
-        # Keep DETECTED set after the masked pixels are replaced by the 256-px
-        # model. The sky-frame statistics ignore DETECTED, so the replaced
-        # pixels (which carry a smoothed pattern) do not enter the sky frame;
-        # clearing it, as MaskObjectsTask does by default, biased 256-px test
-        # detectors by ~15 sigma per bin.
-        self.maskObjects.clearDetected = False
         # cp_pipe's values: HSC's 8192 px of 0.015 mm.
         self.largeScaleBackground.xSize = 122.88
         self.largeScaleBackground.ySize = 122.88
@@ -253,7 +252,7 @@ class CpSkyImageTask(PipelineTask):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.makeSubtask("maskObjects")
+        self.makeSubtask("maskTask")
 
     def runQuantum(
         self,
@@ -313,7 +312,7 @@ class CpSkyImageTask(PipelineTask):
                 list(self.config.maskList),
             )
         else:
-            self.maskObjects.run(inputExp, list(self.config.maskList))
+            self.maskTask.run(inputExp, list(self.config.maskList))
         background = FocalPlaneBackground.fromCamera(self.config.largeScaleBackground, camera)
         background.addCcd(inputExp, detector)
         return Struct(maskedExp=inputExp, maskedBkg=background)

@@ -245,16 +245,6 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
 
     def setDefaults(self) -> None:
         super().setDefaults()
-        # The reference only *finds* objects here (findObjects); it never
-        # changes the science pixels. MaskObjectsTask also replaces them, so
-        # it runs on a scratch copy (SkyCorrectionTask._maskObjects) and the
-        # replacement model is not worth fitting.
-        self.maskObjects.doInterpolate = False
-        # Keep DETECTED after masking: the focal-plane models (mask includes
-        # DETECTED) and the scale samples (sky.stats.mask includes DETECTED)
-        # must not see object light; clearing it would let every object into
-        # bgModel1, the scale and bgModel2.
-        self.maskObjects.clearDetected = False
         self.bgModel2.doSmooth = True
         self.bgModel2.minFrac = 0.3
         self.bgModel2.xSize = 256
@@ -614,7 +604,8 @@ class SkyCorrectionTask(PipelineTask):
                 self._applyFlatBackgroundRatio(image, _load(ratio), detector)
             skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
             if self.config.doMaskObjects:
-                self._maskObjects(image)
+                # As the reference: find objects only (DETECTED stays set, the pixels are untouched).
+                self.maskObjects.findObjects(image)
             images.append(image)
         nOriginal = [len(bgList) for bgList in skyCorr]
 
@@ -764,17 +755,6 @@ class SkyCorrectionTask(PipelineTask):
         # image - (-background): the same operation skyCorr's user applies.
         pixels.array -= model.array
         return restore
-
-    def _maskObjects(self, image: MaskedImage) -> None:
-        """Set DETECTED on objects without touching the science pixels.
-
-        `MaskObjectsTask` replaces the pixels it masks; the reference's
-        ``findObjects`` does not, so detection runs on a scratch copy of the
-        image plane sharing the real mask, and only the mask changes.
-        """
-        pixels, mask = image_and_mask(image)
-        scratch = MaskedImage(Image(pixels.array.copy(), bbox=pixels.bbox), mask=mask)
-        self.maskObjects.run(scratch)
 
     def _subtractFocalPlaneModel(
         self,
