@@ -416,10 +416,14 @@ def test_reference_defaults():
     )
     assert (config.bgModel2.xSize, config.bgModel2.ySize, config.bgModel2.pixelSize) == (256, 256, 1.0)
     assert config.bgModel1.xSize is None and config.bgModel1.ySize is None
-    assert config.maskObjects.clearDetected is False
+    # Object masking as the reference's MaskObjectsTask (detection defaults of meas_algorithms).
+    assert config.maskObjects.detection.thresholdType == "pixel_stdev"
+    assert config.maskObjects.subtractBackground.binSize == 1024
     sized = camera_config(SkyCorrectionTask, make_synthetic_camera(n_x=2, n_y=2, size=256))
     assert sized.bgModel1.xSize == pytest.approx(2 * 256 * 0.015)
     assert sized.bgModel2.ySize == pytest.approx(256 * 0.015)
+    # The generic instrument thresholds as obs_subaru's and obs_lsst's config/skyCorr.py do.
+    assert sized.maskObjects.detection.thresholdType == "stdev"
 
 
 def test_connections_follow_the_config():

@@ -16,7 +16,8 @@ for a given Gaussian ``sigma``:
 2. smooth with a Gaussian of ``sigma`` sampled on a kernel of
    ``(int(sigma * nSigmaForKernel + 0.5) // 2) * 2 + 1`` pixels, and mark the
    border the kernel does not fit in (its half width) ``EDGE``; only the
-   interior is searched;
+   interior is searched (``searchEdge``, a skyframes option, searches the
+   border too, smoothed with reflected edges, and marks no ``EDGE``);
 3. threshold the interior: ``thresholdValue * includeThresholdMultiplier``
    times the clipped standard deviation of the smoothed image (``stdev``; the
    ``statsMask`` planes left out), times its square (``variance``), times each
@@ -320,6 +321,12 @@ class SourceDetectionConfig(Config):
         doc="Mask planes left out of the image statistics (thresholdType stdev and variance).",
         default=["BAD", "SAT", "EDGE", "NO_DATA"],
     )
+    searchEdge = Field[bool](
+        doc="Beyond the reference: also search the border the smoothing kernel does not fit in (half its "
+        "width), smoothed with reflected edges, instead of marking it EDGE and leaving objects there "
+        "unmasked. For detectors small enough that the border is a large share of their pixels.",
+        default=False,
+    )
 
     def setDefaults(self) -> None:
         super().setDefaults()
@@ -440,15 +447,18 @@ class SourceDetectionTask(Task):
             planes.clear("DETECTED_NEGATIVE")
 
         half = kernel_width(sigma, config.nSigmaForKernel) // 2 if doSmooth else 0
+        # The border the kernel does not fit in is EDGE and not searched (the
+        # reference), unless searchEdge smooths it with reflected edges.
+        border = 0 if config.searchEdge else half
         edge = np.zeros((height, width), dtype=bool)
-        if half > 0:
-            edge[:half, :] = edge[-half:, :] = True
-            edge[:, :half] = edge[:, -half:] = True
+        if border > 0:
+            edge[:border, :] = edge[-border:, :] = True
+            edge[:, :border] = edge[:, -border:] = True
         self.metadata["doSmooth"] = doSmooth
         self.metadata["sigma"] = float(sigma)
         self.metadata["smoothingKernelWidth"] = 2 * half + 1
-        interior = (slice(half, height - half), slice(half, width - half))
-        if height <= 2 * half or width <= 2 * half:
+        interior = (slice(border, height - border), slice(border, width - border))
+        if height <= 2 * border or width <= 2 * border:
             self.log.warning(
                 "The %dx%d image is not wider than the %d px smoothing kernel: every pixel is EDGE and "
                 "nothing is detected.",

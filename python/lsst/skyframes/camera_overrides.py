@@ -77,9 +77,6 @@ def camera_sized_config(
     return config
 
 
-_SKY_BINS_MASK = ["SAT", "BAD", "DETECTED", "DETECTED_NEGATIVE", "NO_DATA"]
-"""The sky-frame bins' mask planes: the reference's list without EDGE (see CAMERA_OVERRIDES)."""
-
 CAMERA_OVERRIDES: Mapping[str, Mapping[str, Callable[[Any, Camera], None] | Any]] = {
     "CpSkyImage": {
         # One detector per bin: the sky frame then holds what is finer than a detector.
@@ -92,19 +89,18 @@ CAMERA_OVERRIDES: Mapping[str, Mapping[str, Callable[[Any, Camera], None] | Any]
         # Keep the replaced pixels flagged, so that the sky-frame bins (whose mask holds DETECTED)
         # leave them out instead of taking the 256 px replacement model for sky.
         "maskTask.clearDetected": False,
+        # Search the smoothing kernel's border for objects too (17 px for detectSigma 5: on small
+        # detectors a large share of the pixels, whose object light would otherwise reach the sky
+        # frame or, kept out as EDGE, leave its edge bins measured off their centres).
+        "maskTask.detection.searchEdge": True,
     },
-    # The sky-frame bins keep the EDGE border that detection marks (the smoothing kernel's half
-    # width, 17 px for detectSigma 5): it is sky, merely too close to the edge to search for
-    # objects, and on small detectors it is a large share of each edge bin, whose value would
-    # otherwise be measured off the bin centre. Both steps must agree (the pipelines' contract).
-    "cpSkySubtractBkg": {"sky.background.mask": _SKY_BINS_MASK},
-    "cpSkyCombine": {"sky.background.mask": _SKY_BINS_MASK},
     "skyCorr": {
         # bgModel1 two detectors (as LSSTCam's 8192 px bins for 4096 px detectors), bgModel2 one.
         "bgModel1": partial(camera_sized_config, detectorsPerBin=2),
         "bgModel2": partial(camera_sized_config, detectorsPerBin=1),
         # As obs_subaru's and obs_lsst's config/skyCorr.py.
         "maskObjects.detection.thresholdType": "stdev",
+        "maskObjects.detection.searchEdge": True,
     },
 }
 """What `apply_camera_overrides` sets, keyed by task ``_DefaultName`` and then
