@@ -1,4 +1,4 @@
-"""Configuration taken from a camera: what an obs package's override files would set.
+"""The generic instrument's configuration: what an obs package's override files would set.
 
 The reference leaves the focal-plane models' bin sizes to the obs packages
 (``config/skyCorr.py``, ``config/focalPlaneBackground.py``, pipeline config
@@ -15,6 +15,12 @@ derived from the camera description, as an explicit choice:
   (``pipetask run --instrument ...``, a pipeline's ``instrument:`` key or
   ``Pipeline.addInstrument``); tests and notebooks call it directly, or
   `camera_config` for a task's default config with them applied.
+
+`CAMERA_OVERRIDES` also holds the generic instrument's masking choices
+(plain values, no camera needed): detection thresholds with ``stdev`` as the
+obs packages set it for sky correction, cpSkyImage keeps ``DETECTED`` after
+the replacement, and detection searches the smoothing kernel's border
+(``searchEdge``); the comments beside each entry say why.
 
 Values applied this way come before pipeline config blocks and ``-c``
 options, which therefore still override them.
