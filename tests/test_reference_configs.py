@@ -14,7 +14,9 @@ import math
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import yaml
+from lsst.images import Image, MaskedImage
 from lsst.pex.config import FieldValidationError
 from lsst.pipe.base import Pipeline
 
@@ -25,6 +27,8 @@ from lsst.skyframes.camera_overrides import CAMERA_OVERRIDES, apply_camera_overr
 from lsst.skyframes.correction import SkyCorrectionConfig, SkyCorrectionTask
 from lsst.skyframes.focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from lsst.skyframes.instrument import CAMERA_ENV_VAR, SkyFramesInstrument, instrument_class
+from lsst.skyframes.mask_planes import default_mask_schema
+from lsst.skyframes.masking import MaskObjectsConfig, MaskObjectsTask
 
 DATA = ROOT / "tests" / "data"
 CAMERA_FILE = DATA / "camera.yaml"
@@ -83,6 +87,7 @@ def test_obs_subaru_bins_are_8192_and_256_pixels():
     assert (two.xSize, two.ySize, two.pixelSize, two.minFrac) == pytest.approx((3.84, 3.84, 0.015, 0.5))
     _assert_needs(one, 0.1 * 8192 * 8192)
     _assert_needs(two, 0.5 * 256 * 256)
+    _assert_detection_as_sky_correction(config)
 
 
 def test_drp_pipe_lsstcam_block_through_a_pipeline(monkeypatch):
@@ -102,6 +107,41 @@ def test_drp_pipe_lsstcam_block_through_a_pipeline(monkeypatch):
     # 8192 and 4096 pixels of 0.01 mm; minFrac the reference's defaults (0.1, and 0.3 for bgModel2).
     _assert_needs(one, 0.1 * 8192 * 8192)
     _assert_needs(two, 0.3 * 4096 * 4096)
+    _assert_detection_as_sky_correction(config)
+
+
+def _assert_detection_as_sky_correction(config):
+    """The obs packages' skyCorr detection: stdev threshold, Manhattan growth, applied with that meaning."""
+    detection = config.maskObjects.detection
+    assert (detection.thresholdType, detection.isotropicGrow, detection.doTempLocalBackground) == (
+        "stdev",
+        False,
+        False,
+    )
+    # Pure noise (sigma 10) with a bright square: the threshold is 2.5 times the clipped noise of
+    # the smoothed image, and detections grow by afw's Manhattan diamond of int(2.4 * 5 + 0.5) px.
+    rng = np.random.default_rng(1)
+    pixels = rng.normal(1000.0, 10.0, (512, 512)).astype(np.float32)
+    pixels[254:258, 254:258] += 5000.0
+
+    def find(nSigmaToGrow):
+        masking = MaskObjectsConfig()
+        masking.loadFromString(config.maskObjects.saveToString())
+        masking.nIter = 1  # one round: the grown and the ungrown runs fit the same background
+        masking.detection.nSigmaToGrow = nSigmaToGrow
+        image = MaskedImage(Image(pixels.copy()), mask_schema=default_mask_schema())
+        image.variance.array[:] = 100.0
+        task = MaskObjectsTask(config=masking)
+        return task, task.findObjects(image).detected
+
+    task, grown = find(config.maskObjects.detection.nSigmaToGrow)
+    assert task.metadata["detectionThreshold"] == pytest.approx(2.5 * task.metadata["smoothedSigma"])
+    # The smoothed noise of a Gaussian of sigma 5: 10 / (2 sqrt(pi) 5) = 0.564 (clipping trims ~1 %);
+    # the smoothed image has ~800 independent samples, so its estimate scatters by ~2.5 %.
+    assert task.metadata["smoothedSigma"] == pytest.approx(10 / (2 * np.sqrt(np.pi) * 5), rel=0.08)
+    _, seeds = find(0.0)
+    assert grown[256, 256] and 0 < seeds.sum() < grown.sum()
+    np.testing.assert_array_equal(grown, scipy.ndimage.distance_transform_cdt(~seeds, metric="taxicab") <= 12)
 
 
 # --- Defaults and the refused config ------------------------------------------------------------------
@@ -240,3 +280,44 @@ def test_instrument_without_camera_leaves_the_sizes_unset(monkeypatch, caplog):
     assert "No camera-derived config for skyCorr" in caplog.text
     with pytest.raises(FieldValidationError, match=r"bgModel1\.xSize/ySize"):
         config.validate()
+
+
+# --- The generic instrument's masking choices -----------------------------------------------------------
+
+
+def test_generic_instrument_masking_choices():
+    camera = Camera.from_yaml(DATA / "camera.yaml")
+    image_config = camera_config(CpSkyImageTask, camera).maskTask
+    assert (image_config.detection.thresholdType, image_config.clearDetected) == ("stdev", False)
+    assert image_config.detection.searchEdge is True
+    correction_config = camera_config(SkyCorrectionTask, camera).maskObjects
+    assert correction_config.detection.thresholdType == "stdev" and correction_config.detection.searchEdge
+    # The reference's defaults are unchanged without the instrument.
+    assert CpSkyImageConfig().maskTask.detection.thresholdType == "pixel_stdev"
+    assert CpSkyImageConfig().maskTask.clearDetected is True
+    assert SkyCorrectionConfig().maskObjects.detection.searchEdge is False
+
+
+@pytest.mark.parametrize("search_edge", [False, True])
+def test_search_edge_finds_objects_in_the_kernel_border(search_edge):
+    """A faint star 2 px from the edge: in the reference's EDGE border (17 px), found only with searchEdge."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:200, 0:200]
+    star = 300.0 * np.exp(-((xx - 100) ** 2 + (yy - 2) ** 2) / (2 * 2.0**2))
+    pixels = (rng.normal(1000.0, 10.0, (200, 200)) + star).astype(np.float32)
+    image = MaskedImage(Image(pixels), mask_schema=default_mask_schema())
+    image.variance.array[:] = 100.0
+    config = MaskObjectsConfig()
+    config.detection.searchEdge = search_edge
+    detected = MaskObjectsTask(config=config).findObjects(image).detected
+    edge = image.mask.get("EDGE")
+    if search_edge:
+        assert not edge.any()
+        assert detected[star > 30.0].all()  # every pixel of the star above 3 sigma
+    else:
+        border = np.ones((200, 200), dtype=bool)
+        border[17:-17, 17:-17] = False
+        np.testing.assert_array_equal(edge, border)
+        # Its light 15 px inward, where the search starts, is below the threshold: it stays unmasked
+        # but where a grown noise excursion happens to reach it (measured 10 %, as 9 % of the image).
+        assert detected[star > 30.0].mean() < 0.5
