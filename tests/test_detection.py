@@ -348,6 +348,9 @@ def test_sky_correction_override_file(tmp_path):
         'config.maskObjects.detection.thresholdType = "stdev"\n'
         "config.maskObjects.detection.isotropicGrow = False\n"
         "config.maskObjects.detection.doTempLocalBackground = False\n"
+        "# The obs packages also size the large-scale model (no default, as in the reference).\n"
+        "config.bgModel1.xSize = config.bgModel1.ySize = 81.92\n"
+        "config.bgModel1.pixelSize = 0.01\n"
     )
     config = SkyCorrectionConfig()
     config.load(str(path))
