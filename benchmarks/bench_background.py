@@ -15,8 +15,8 @@ What is timed (best of ``--repeat`` calls after one untimed warm-up call):
   `lsst.images.MaskedImage`, alone and followed by ``getImageF`` (AKIMA_SPLINE),
   with 128- and 32-pixel bins; ``makeBackground``; ``getImageF`` of every
   style; ``FocalPlaneBackground.addCcd`` of the same image as one detector of
-  a 3 x 3 synthetic camera (bins one detector wide, as the build pipeline
-  resolves them); ``stack_statistics`` MEANCLIP of 50 x 512 x 512 float32.
+  a 3 x 3 synthetic camera (bins one detector wide, as the instrument's
+  overrides size the build's); ``stack_statistics`` MEANCLIP of 50 x 512 x 512 float32.
 - sep: ``sep.Background(data, mask=bad | ~finite, bw=bh=box)`` (default
   3 x 3 mesh filter) then ``.back()``.
 - photutils: ``Background2D(data, box, mask=bad | ~finite,
@@ -180,15 +180,12 @@ def stack_benchmarks(repeat, results, seed=7):
 def focal_plane_benchmark(mi, repeat, results):
     """Time FocalPlaneBackground.addCcd of one 4096 x 4096 detector."""
     from lsst.skyframes.camera import make_synthetic_camera
-    from lsst.skyframes.focal_plane import (
-        FocalPlaneBackground,
-        SkyFocalPlaneConfig,
-        resolve_focal_plane_config,
-    )
+    from lsst.skyframes.camera_overrides import camera_sized_config
+    from lsst.skyframes.focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 
     height, width = mi.bbox.shape
     camera = make_synthetic_camera(size=width)
-    config = resolve_focal_plane_config(SkyFocalPlaneConfig(), camera)
+    config = camera_sized_config(FocalPlaneBackgroundConfig(), camera, 1)
     detector = list(camera)[len(list(camera)) // 2]
     background = FocalPlaneBackground.fromCamera(config, camera)
     results["focal_plane_addccd"] = best_of(lambda: background.addCcd(mi, detector), repeat)
@@ -203,11 +200,8 @@ def startup_child() -> None:
     """In a fresh process: time the first and later calls, print JSON."""
     t0 = time.perf_counter()
     from lsst.skyframes.camera import make_synthetic_camera
-    from lsst.skyframes.focal_plane import (
-        FocalPlaneBackground,
-        SkyFocalPlaneConfig,
-        resolve_focal_plane_config,
-    )
+    from lsst.skyframes.camera_overrides import camera_sized_config
+    from lsst.skyframes.focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
     from lsst.skyframes.sky_measurement import SkyMeasurementConfig, SkyMeasurementTask
     from lsst.skyframes.statistics import stack_statistics
 
@@ -222,7 +216,7 @@ def startup_child() -> None:
     task = SkyMeasurementTask(config=config)
     camera = make_synthetic_camera(size=4096)
     detector = list(camera)[4]
-    fp_config = resolve_focal_plane_config(SkyFocalPlaneConfig(), camera)
+    fp_config = camera_sized_config(FocalPlaneBackgroundConfig(), camera, 1)
 
     operations = {
         "measureBackground+getImageF": lambda: task.measureBackground(mi)[0][0].getImageF(),

@@ -9,7 +9,8 @@ Each task's ``run`` is called in a fresh process, on inputs simulated with
   focal-plane background and scale;
 - cpSkyCombine: the binned residual backgrounds of ``--combine-inputs``
   exposures (default 50; one measured, the rest perturbed copies);
-- SkyCorrectionTask: one visit of all 9 detectors (default config; the sky
+- SkyCorrectionTask: one visit of all 9 detectors (default config with the
+  camera overrides, as pipetask --instrument gives it; the sky
   frames are built by the three build tasks from one exposure).
 
 Reported per task:
@@ -66,10 +67,12 @@ def _planes_bytes(image) -> int:
 def _build_inputs(camera, detector, plan):
     """Run cpSkyImage and cpSkyScaleMeasure on one simulated exposure."""
     from lsst.skyframes.build import CpSkyImageTask, CpSkyScaleMeasureTask
+    from lsst.skyframes.camera_overrides import camera_config
     from lsst.skyframes.simulate import simulate_detector
 
     exposure = simulate_detector(detector, plan, seed=SEED).image
-    masked = CpSkyImageTask().run(inputExp=exposure, camera=camera, detector=detector)
+    task = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera))
+    masked = task.run(inputExp=exposure, camera=camera, detector=detector)
     merged = CpSkyScaleMeasureTask().run(inputBkgs=[masked.maskedBkg])
     return masked.maskedExp, merged
 
@@ -111,9 +114,10 @@ def prepare(task_name: str, combine_inputs: int):
 
     if task_name == "cpSkyImage":
         from lsst.skyframes.build import CpSkyImageTask
+        from lsst.skyframes.camera_overrides import camera_config
 
         exposure = simulate_detector(detector, plans[0], seed=SEED).image
-        task = CpSkyImageTask()
+        task = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera))
         return (lambda: task.run(inputExp=exposure, camera=camera, detector=detector)), _planes_bytes(
             exposure
         )
@@ -141,6 +145,7 @@ def prepare(task_name: str, combine_inputs: int):
 
     if task_name == "SkyCorrectionTask":
         from lsst.skyframes.build import CpSkyCombineTask
+        from lsst.skyframes.camera_overrides import camera_config
         from lsst.skyframes.correction import SkyCorrectionTask
         from lsst.skyframes.simulate import simulate_science_visit
 
@@ -150,7 +155,7 @@ def prepare(task_name: str, combine_inputs: int):
         cal_exps = [visit[d].image for d in ids]
         cal_bkgs = [visit[d].background for d in ids]
         del visit
-        task = SkyCorrectionTask()
+        task = SkyCorrectionTask(config=camera_config(SkyCorrectionTask, camera))
 
         def run():
             return task.run(

@@ -63,13 +63,14 @@ def run_chain(n_exposures: int, size: int, use_tracemalloc: bool) -> dict[str, o
         CpSkySubtractBackgroundTask,
     )
     from lsst.skyframes.camera import make_synthetic_camera
+    from lsst.skyframes.camera_overrides import camera_config
 
     camera = make_synthetic_camera(size=size)
     cpu_times: list[float] = []
     detectors = list(camera)
     detector = detectors[len(detectors) // 2]
     pattern = detector_pattern_image(detector)
-    image_task = CpSkyImageTask()
+    image_task = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera))
     scale_task = CpSkyScaleMeasureTask()
     subtract_task = CpSkySubtractBackgroundTask()
     combine_task = CpSkyCombineTask()

@@ -63,6 +63,16 @@ def tool_env() -> dict[str, str]:
     return dict(os.environ, PATH=path, PYTHONUNBUFFERED="1", SKYFRAMES_DIR=str(ROOT))
 
 
+INSTRUMENT = "lsst.skyframes.instrument.SkyFramesInstrument"
+"""pipetask's ``--instrument``: its overrides size the focal-plane models from the camera
+(`lsst.skyframes.camera_overrides`), which it reads from ``SKYFRAMES_CAMERA`` (`camera_env`)."""
+
+
+def camera_env(camera_file: Path | str) -> dict[str, str]:
+    """`tool_env` with ``SKYFRAMES_CAMERA`` naming a camera file, for ``pipetask --instrument INSTRUMENT``."""
+    return dict(tool_env(), SKYFRAMES_CAMERA=str(camera_file))
+
+
 def run_tool(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the console script ``name`` (see `tool`) with ``args``, capturing its output as text."""
     return subprocess.run(
@@ -351,12 +361,29 @@ class SyntheticRepo:
     def instrument(self) -> str:
         return self.camera.instrument
 
+    @property
+    def camera_file(self) -> Path:
+        """The camera's YAML file (written by `make_synthetic_repo`), for ``SKYFRAMES_CAMERA``."""
+        return Path(self.root) / "camera.yaml"
+
     def butler(self, writeable: bool = False) -> Butler:
         return Butler.from_config(self.root, writeable=writeable)
 
     def _pipetask_command(self, args: Sequence[str], pipeline: Path | str, inputs: str | None) -> list[str]:
         inputs = inputs if inputs is not None else self.inputs
-        return [tool("pipetask"), "run", "-b", self.root, "-i", inputs, "-p", str(pipeline), *args]
+        return [
+            tool("pipetask"),
+            "run",
+            "-b",
+            self.root,
+            "-i",
+            inputs,
+            "-p",
+            str(pipeline),
+            "--instrument",
+            INSTRUMENT,
+            *args,
+        ]
 
     def pipetask(
         self,
@@ -367,14 +394,18 @@ class SyntheticRepo:
     ) -> subprocess.CompletedProcess:
         """Run ``pipetask run`` on this repository (default: the build pipeline on `inputs`)."""
         command = self._pipetask_command(args, pipeline, inputs)
-        return subprocess.run(command, capture_output=True, text=True, env=tool_env(), timeout=timeout)
+        return subprocess.run(
+            command, capture_output=True, text=True, env=camera_env(self.camera_file), timeout=timeout
+        )
 
     def popen_pipetask(
         self, *args: str, pipeline: Path | str = BUILD_PIPELINE, inputs: str | None = None, **kwargs
     ) -> subprocess.Popen:
         """Start ``pipetask run`` like `pipetask`, in a new session (so its process group can be killed)."""
         command = self._pipetask_command(args, pipeline, inputs)
-        return subprocess.Popen(command, env=tool_env(), start_new_session=True, text=True, **kwargs)
+        return subprocess.Popen(
+            command, env=camera_env(self.camera_file), start_new_session=True, text=True, **kwargs
+        )
 
 
 def simulate_inputs(camera: Camera, plans: Sequence[ExposurePlan]):
@@ -403,6 +434,7 @@ def make_synthetic_repo(
     plans = plan_exposures(n_exposures, camera.physical_filters[0], seed=SEED)
     butler = create_repo(str(root), db_url=db_url)
     register_camera(butler, camera)
+    camera.to_yaml(Path(root) / "camera.yaml")
     register_input(butler, RAW_RUN)
     for detector, plan, image in simulate_inputs(camera, plans):
         if spoil is not None and spoil(detector, plan, image):

@@ -21,10 +21,9 @@ from lsst.daf.butler import Butler
 from lsst.pipe.base import Pipeline
 from lsst.pipe.base.pipelineIR import ContractError
 
-from conftest import BUILD_PIPELINE, RAW_RUN, check, tool, tool_env
+from conftest import BUILD_PIPELINE, INSTRUMENT, RAW_RUN, camera_env, check, tool
 from lsst.skyframes.build import (
     CpSkyCombineTask,
-    CpSkyImageConfig,
     CpSkyImageTask,
     CpSkyScaleMeasureConfig,
     CpSkyScaleMeasureTask,
@@ -32,6 +31,7 @@ from lsst.skyframes.build import (
     CpSkySubtractBackgroundTask,
 )
 from lsst.skyframes.camera import make_synthetic_camera
+from lsst.skyframes.camera_overrides import camera_config
 from lsst.skyframes.errors import CameraError, ConfigMismatchError, NoDataError
 from lsst.skyframes.focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from lsst.skyframes.ingest import ingest_image, register_input
@@ -70,8 +70,9 @@ def _focal_plane_config() -> FocalPlaneBackgroundConfig:
     return config
 
 
-def _image_task() -> CpSkyImageTask:
-    config = CpSkyImageConfig()
+def _image_task(camera) -> CpSkyImageTask:
+    # The generic instrument's masking (as pipetask --instrument), the focal plane set explicitly.
+    config = camera_config(CpSkyImageTask, camera)
     fp = _focal_plane_config()
     for name in ("xSize", "ySize", "pixelSize"):
         setattr(config.largeScaleBackground, name, getattr(fp, name))
@@ -109,7 +110,7 @@ def masked():
     """cpSkyImage's outputs for every exposure and detector of the two-type camera."""
     camera = _camera()
     plans = _plans(camera)
-    task = _image_task()
+    task = _image_task(camera)
     outputs = {
         (plan.exposure_id, d.id): task.run(_simulate(d, plan).image, camera, d)
         for plan in plans
@@ -217,7 +218,7 @@ def test_one_physical_type_with_the_option_changes_nothing():
     """A camera of one type: the option merges the same detectors, bit for bit (as the reference)."""
     camera = _camera(["CCD"] * 3)
     (plan,) = plan_exposures(1, camera.physical_filters[0], seed=SEED)
-    task = _image_task()
+    task = _image_task(camera)
     outputs = {(plan.exposure_id, d.id): task.run(_simulate(d, plan).image, camera, d) for d in camera}
     on_frames, (on_record,) = _build(camera, [plan], outputs, alternate=True)
     off_frames, (off_record,) = _build(camera, [plan], outputs, alternate=False)
@@ -368,6 +369,10 @@ def pipetask_build(tmp_path_factory):
             header = exposure_header(d, plan)
             ingest_image(butler, camera, _simulate(d, plan).image, header, source="simulated", run=RAW_RUN)
     fp = _focal_plane_config()
+    camera_file = tmp_path_factory.mktemp("alternate-camera") / "camera.yaml"
+    camera.to_yaml(camera_file)
+    # The generic instrument's overrides (masking as the Task-level build above), the focal plane
+    # set explicitly.
     overrides = [
         "cpSkyScaleMeasure:includeAlternateBackground=True",
         "cpSkySubtractBackground:includeAlternateBackground=True",
@@ -377,10 +382,12 @@ def pipetask_build(tmp_path_factory):
     ]
     command = [tool("pipetask"), "run", "-b", root, "-i", f"{RAW_RUN},{calib_collection(camera.instrument)}"]
     command += ["-o", "alternate", "-p", str(BUILD_PIPELINE), "--register-dataset-types"]
+    command += ["--instrument", INSTRUMENT]
     for override in overrides:
         command += ["-c", override]
     check(
-        subprocess.run(command, capture_output=True, text=True, env=tool_env(), timeout=600), "pipetask run"
+        subprocess.run(command, capture_output=True, text=True, env=camera_env(camera_file), timeout=600),
+        "pipetask run",
     )
     return camera, plans, root
 

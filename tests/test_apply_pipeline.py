@@ -18,17 +18,18 @@ import pytest
 from lsst.daf.butler import Butler, CollectionType, Timespan
 from lsst.images import Image
 
-from conftest import tool, tool_env
+from conftest import INSTRUMENT, camera_env, tool
 from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
+from lsst.skyframes.camera_overrides import camera_sized_config
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
     SkyCorrectionConfig,
     register_correction_inputs,
 )
-from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import ingest_image
+from lsst.skyframes.instrument import SkyFramesInstrument
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import (
     ExposurePlan,
@@ -51,8 +52,11 @@ VISIT, VISIT_MISSING, VISIT_MASKED, VISIT_NO_BACKGROUND, VISIT_RAW = 5000, 5001,
 RATIO = 1.1
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("pipetask"), "run", *args], capture_output=True, text=True, env=tool_env())
+def _run(root: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``pipetask run -b root`` with the instrument's camera-sized models (camera file in the repo)."""
+    command = [tool("pipetask"), "run", "-b", root, "--instrument", INSTRUMENT, *args]
+    env = camera_env(Path(root) / "camera.yaml")
+    return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
 def _plan(camera, exposure_id: int) -> ExposurePlan:
@@ -85,6 +89,7 @@ def repo(tmp_path_factory):
     camera = make_synthetic_camera(n_x=2, n_y=2, size=256, gap_px=32)
     butler = create_repo(root)
     register_camera(butler, camera)
+    camera.to_yaml(Path(root) / "camera.yaml")  # SKYFRAMES_CAMERA of the pipetask runs
     for plan in plan_exposures(10, camera.physical_filters[0], seed=SEED):
         for detector in camera:
             exposure = simulate_detector(detector, plan, seed=SEED, amplitude=AMPLITUDE, **OBJECTS)
@@ -93,8 +98,9 @@ def repo(tmp_path_factory):
             )
     inputs = f"raw,{calib_collection(camera.instrument)}"
     result = _run(
-        ["-b", root, "-i", inputs, "-o", "skybuild", "-p", str(BUILD), "--register-dataset-types"]
-        + ["-c", "parameters:xBinSize=8", "-c", "parameters:yBinSize=8"]
+        root,
+        ["-i", inputs, "-o", "skybuild", "-p", str(BUILD), "--register-dataset-types"]
+        + ["-c", "parameters:xBinSize=8", "-c", "parameters:yBinSize=8"],
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     butler = Butler.from_config(root, writeable=True)
@@ -143,7 +149,7 @@ def repo(tmp_path_factory):
     ]
     keep += butler.query_datasets("camera", collections=calib, explain=False)
     butler.registry.certify("partial_calib", keep, Timespan(None, None))
-    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     return camera, root, truth, fp_config
 
 
@@ -151,8 +157,9 @@ def repo(tmp_path_factory):
 def corrected(repo):
     camera, root, _, fp_config = repo
     calib = calib_collection(camera.instrument)
-    common = ["-b", root, "-i", f"visits,{calib}", "-p", str(APPLY), *_apply_options(fp_config)]
+    common = ["-i", f"visits,{calib}", "-p", str(APPLY), *_apply_options(fp_config)]
     with_sky = _run(
+        root,
         [
             *common,
             "-o",
@@ -160,10 +167,12 @@ def corrected(repo):
             "-d",
             f"visit IN ({VISIT}, {VISIT_MISSING}, {VISIT_NO_BACKGROUND}, {VISIT_RAW})",
             "--register-dataset-types",
-        ]
+        ],
     )
     assert with_sky.returncode == 0, with_sky.stdout[-3000:] + with_sky.stderr[-5000:]
-    without = _run([*common, "-o", "skycorr/nosky", "-d", f"visit = {VISIT}", "-c", "skyCorr:doSky=False"])
+    without = _run(
+        root, [*common, "-o", "skycorr/nosky", "-d", f"visit = {VISIT}", "-c", "skyCorr:doSky=False"]
+    )
     assert without.returncode == 0, without.stdout[-3000:] + without.stderr[-5000:]
     return Butler.from_config(root)
 
@@ -249,8 +258,9 @@ def test_detector_without_sky_frame_is_skipped(repo, corrected):
     """The reference leaves a detector without a sky calibration out of the visit."""
     camera, root, _, fp_config = repo
     result = _run(
-        ["-b", root, "-i", "visits,partial_calib", "-o", "skycorr/partial", "-p", str(APPLY)]
-        + ["-d", f"visit = {VISIT}", *_apply_options(fp_config)]
+        root,
+        ["-i", "visits,partial_calib", "-o", "skycorr/partial", "-p", str(APPLY)]
+        + ["-d", f"visit = {VISIT}", *_apply_options(fp_config)],
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "3 (R11): no sky" in result.stdout + result.stderr
@@ -275,9 +285,10 @@ def test_flat_background_ratio_through_pipetask(repo, corrected):
     camera, root, _, fp_config = repo
     calib = calib_collection(camera.instrument)
     result = _run(
-        ["-b", root, "-i", f"visits,{calib}", "-o", "skycorr/ratio", "-p", str(APPLY)]
+        root,
+        ["-i", f"visits,{calib}", "-o", "skycorr/ratio", "-p", str(APPLY)]
         + ["-d", f"visit = {VISIT_RAW}", *_apply_options(fp_config)]
-        + ["-c", "skyCorr:doApplyFlatBackgroundRatio=True", "--register-dataset-types"]
+        + ["-c", "skyCorr:doApplyFlatBackgroundRatio=True", "--register-dataset-types"],
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     butler = Butler.from_config(root)
@@ -294,6 +305,7 @@ def test_fully_masked_visit_reports_partial_outputs(repo, corrected):
     camera, root, _, fp_config = repo
     butler = Butler.from_config(root, writeable=True)
     pipeline = Pipeline.from_uri(str(APPLY))
+    pipeline.addInstrument(SkyFramesInstrument.from_camera(camera))
     pipeline.addConfigOverride("skyCorr", "bgModel1.xSize", fp_config.xSize)
     pipeline.addConfigOverride("skyCorr", "bgModel1.ySize", fp_config.ySize)
 

@@ -28,6 +28,7 @@ from lsst.skyframes.build import (
     CpSkySubtractBackgroundTask,
 )
 from lsst.skyframes.camera import Camera, CameraError, make_synthetic_camera
+from lsst.skyframes.camera_overrides import camera_config
 from lsst.skyframes.errors import (
     BackgroundFileError,
     BoxMismatchError,
@@ -535,7 +536,7 @@ def test_all_nan_detector_is_not_masked_and_adds_nothing(caplog):
     detector = next(iter(camera))
     image = masked(np.full((64, 64), np.nan))
     with caplog.at_level("WARNING"):
-        result = CpSkyImageTask().run(
+        result = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera)).run(
             image, camera, detector, where="exposure 7 (physical_filter X) detector 0"
         )
     assert "exposure 7 (physical_filter X) detector 0 has no usable pixel" in caplog.text

@@ -10,11 +10,11 @@ import pytest
 from conftest import (
     ROOT,
     assert_identical_frames,
+    camera_env,
     check,
     read_every_dataset,
     sky_frames,
     tool,
-    tool_env,
 )
 
 pytest.importorskip("lsst.ctrl.bps.parsl", reason="the bps extra (lsst-ctrl-bps-parsl) is not installed")
@@ -80,7 +80,7 @@ def test_bps_submit_matches_pipetask(reference_build, tmp_path):
         capture_output=True,
         text=True,
         # BPS puts its submit directory under ${PWD}, which a changed cwd alone does not update.
-        env=dict(tool_env(), PWD=str(tmp_path)),
+        env=dict(camera_env(repo.camera_file), PWD=str(tmp_path)),
         cwd=tmp_path,
         timeout=600,
     )
@@ -115,7 +115,7 @@ def test_bps_submit_templates(reference_build, tmp_path):
         + ["-o", "bpsk", "--output-run", "bpsk/run"],
         capture_output=True,
         text=True,
-        env=dict(tool_env(), PWD=str(tmp_path)),
+        env=dict(camera_env(repo.camera_file), PWD=str(tmp_path)),
         cwd=tmp_path,
         timeout=600,
     )

@@ -16,7 +16,7 @@ from lsst.daf.butler import Butler
 
 from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
-from lsst.skyframes.focal_plane import resolve_focal_plane_config
+from lsst.skyframes.camera_overrides import camera_sized_config
 from lsst.skyframes.ingest import write_processed_fits
 from lsst.skyframes.repo import calib_collection
 from lsst.skyframes.simulate import exposure_header, plan_exposures, simulate_detector
@@ -55,14 +55,15 @@ def built(tmp_path_factory):
             path = tmp / f"image_{plan.exposure_id}_{detector.id}.fits"
             write_processed_fits(path, simulated.image, exposure_header(detector, plan))
             files.append(str(path))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # SKYFRAMES_CAMERA: the camera of --instrument's overrides, as in the README.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SKYFRAMES_CAMERA=str(camera_file))
     inputs = f"raw,{calib_collection(camera.instrument)}"
     commands = [
         [_bin("skyframes"), "create-repo", root],
         [_bin("skyframes"), "register", root, str(camera_file)],
         [_bin("skyframes"), "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
         [_bin("pipetask"), "run", "-b", root, "-i", inputs, "-o", "skybuild", "-p", str(PIPELINE)]
-        + ["--register-dataset-types"],
+        + ["--instrument", "lsst.skyframes.instrument.SkyFramesInstrument", "--register-dataset-types"],
         [_bin("skyframes"), "certify", root, "skybuild", "--begin", "2026-10-01T00:00:00"],
     ]
     started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -76,7 +77,7 @@ def built(tmp_path_factory):
 def test_sky_frames_match_truth_within_noise(built):
     camera, root, plans, _ = built
     butler = Butler.from_config(root)
-    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     truth = noiseless_sky_frames(camera, plans, focal_plane_config=fp_config, bin_size=(32, 32))
     planes = SkyMeasurementConfig().background.mask
     # Look the calibration up the way a later science exposure would: by its data ID and time.

@@ -29,6 +29,7 @@ from lsst.skyframes.build import (
     CpSkySubtractBackgroundTask,
 )
 from lsst.skyframes.camera import Camera, DetectorGeometry, FilterDefinition, make_synthetic_camera
+from lsst.skyframes.camera_overrides import camera_config, camera_sized_config
 from lsst.skyframes.correction import (
     FocalPlaneCoverageError,
     MissingSkyFrameError,
@@ -37,7 +38,6 @@ from lsst.skyframes.correction import (
     SkyCorrectionTask,
 )
 from lsst.skyframes.errors import NoDataError
-from lsst.skyframes.focal_plane import resolve_focal_plane_config, resolve_visit_model_config
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.mosaic import MosaicGeometry, bin_image, focal_plane_mosaic
 from lsst.skyframes.simulate import ExposurePlan, plan_exposures, simulate_detector, simulate_science_visit
@@ -64,7 +64,8 @@ def frames() -> Frames:
     plans = plan_exposures(10, camera.physical_filters[0], seed=SEED)
     subtract_config = CpSkySubtractBackgroundConfig()
     subtract_config.sky.background.xBinSize = subtract_config.sky.background.yBinSize = SKY_BIN
-    image_task, scale_task = CpSkyImageTask(), CpSkyScaleMeasureTask()
+    image_task = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera))
+    scale_task = CpSkyScaleMeasureTask()
     subtract_task = CpSkySubtractBackgroundTask(config=subtract_config)
     residuals: dict[int, list] = {d.id: [] for d in camera}
     for plan in plans:
@@ -83,7 +84,7 @@ def frames() -> Frames:
             )
     combine = CpSkyCombineTask(config=CpSkyCombineConfig(sky=subtract_config.sky))
     skies = {d: combine.run(residuals[d]).outputCalib for d in camera.detector_ids}
-    focal_plane = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    focal_plane = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     return Frames(camera, skies, focal_plane)
 
 
@@ -105,7 +106,8 @@ def visit(frames):
 
 
 def make_config(frames: Frames, **fields) -> SkyCorrectionConfig:
-    config = SkyCorrectionConfig()
+    # The camera-sized models (as pipetask --instrument), bgModel1 then as the build's bins.
+    config = camera_config(SkyCorrectionTask, frames.camera)
     config.bgModel1.xSize = frames.focal_plane.xSize
     config.bgModel1.ySize = frames.focal_plane.ySize
     config.sky.xNumSamples = config.sky.yNumSamples = 16
@@ -388,7 +390,7 @@ def test_no_images_is_an_error(frames):
 
 
 def test_config_validation():
-    config = SkyCorrectionConfig()
+    config = camera_config(SkyCorrectionTask, make_synthetic_camera(n_x=2, n_y=2, size=256))
     config.undoBgModel1 = True
     config.doSky = False
     config.doBgModel2 = False
@@ -412,10 +414,16 @@ def test_reference_defaults():
         0.3,
         1.0,
     )
-    assert config.maskObjects.clearDetected is False
-    camera = make_synthetic_camera(n_x=2, n_y=2, size=256)
-    assert resolve_visit_model_config(config.bgModel1, camera, 2).xSize == pytest.approx(2 * 256 * 0.015)
-    assert resolve_visit_model_config(config.bgModel2, camera, 1).ySize == pytest.approx(256 * 0.015)
+    assert (config.bgModel2.xSize, config.bgModel2.ySize, config.bgModel2.pixelSize) == (256, 256, 1.0)
+    assert config.bgModel1.xSize is None and config.bgModel1.ySize is None
+    # Object masking as the reference's MaskObjectsTask (detection defaults of meas_algorithms).
+    assert config.maskObjects.detection.thresholdType == "pixel_stdev"
+    assert config.maskObjects.subtractBackground.binSize == 1024
+    sized = camera_config(SkyCorrectionTask, make_synthetic_camera(n_x=2, n_y=2, size=256))
+    assert sized.bgModel1.xSize == pytest.approx(2 * 256 * 0.015)
+    assert sized.bgModel2.ySize == pytest.approx(256 * 0.015)
+    # The generic instrument thresholds as obs_subaru's and obs_lsst's config/skyCorr.py do.
+    assert sized.maskObjects.detection.thresholdType == "stdev"
 
 
 def test_connections_follow_the_config():

@@ -308,6 +308,7 @@ def test_sky_correction_component_inputs():
     from lsst.pex.config import FieldValidationError
 
     from lsst.skyframes.camera import make_synthetic_camera
+    from lsst.skyframes.camera_overrides import camera_config
     from lsst.skyframes.correction import (
         MissingSkyFrameError,
         SkyCorrectionConfig,
@@ -315,19 +316,19 @@ def test_sky_correction_component_inputs():
         SkyCorrectionTask,
     )
 
-    config = SkyCorrectionConfig()
+    camera = make_synthetic_camera(n_x=2, n_y=1, size=64)
+    config = camera_config(SkyCorrectionTask, camera)
     config.nComponents = 2
     connections = SkyCorrectionConnections(config=config)
     assert "skyComponents" in connections.prerequisiteInputs
     assert "skyFrames" not in connections.prerequisiteInputs
     assert "skyComponents" not in SkyCorrectionConnections(config=SkyCorrectionConfig()).prerequisiteInputs
-    bad = SkyCorrectionConfig()
+    bad = camera_config(SkyCorrectionTask, camera)
     bad.nComponents = 2
     bad.doSky = False
     with pytest.raises(FieldValidationError, match="doSky"):
         bad.validate()
 
-    camera = make_synthetic_camera(n_x=2, n_y=1, size=64)
     task = SkyCorrectionTask(config=config)
     image = MaskedImage(Image(np.zeros((64, 64), dtype=np.float32)), mask_schema=default_mask_schema())
     one = SkyMeasurementTask().measureBackground(image)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 
-from conftest import check, tool, tool_env
+from conftest import INSTRUMENT, camera_env, check, tool, tool_env
 from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
+from lsst.skyframes.camera_overrides import camera_sized_config
 from lsst.skyframes.correction import register_correction_inputs
-from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import ingest_image
 from lsst.skyframes.repo import calib_collection, create_repo, register_camera
 from lsst.skyframes.simulate import (
@@ -51,7 +51,13 @@ BIN = 8
 
 
 def _run(program: str, args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([tool(program), *args], capture_output=True, text=True, env=tool_env())
+    env = tool_env()
+    if program == "pipetask":
+        # The instrument's camera-sized models; its camera is the file beside the repository's.
+        root = args[args.index("-b") + 1]
+        args = [*args, "--instrument", INSTRUMENT]
+        env = camera_env(Path(root) / "camera.yaml")
+    return subprocess.run([tool(program), *args], capture_output=True, text=True, env=env)
 
 
 def _plan(camera, visit_id: int) -> ExposurePlan:
@@ -71,6 +77,7 @@ def repo(tmp_path_factory):
     camera = make_synthetic_camera(n_x=2, n_y=2, size=256, gap_px=32)
     butler = create_repo(root)
     register_camera(butler, camera)
+    camera.to_yaml(Path(root) / "camera.yaml")
     plans = plan_exposures(
         N_EXPOSURES, camera.physical_filters[0], seed=SEED, secondary_weight_range=(-1.0, 1.0)
     )
@@ -127,7 +134,7 @@ def repo(tmp_path_factory):
         put_science_visit(butler, camera, plan, visit, "visits")
         truth[visit_id] = visit
     inputs = ["-i", f"visits,{calib_collection(camera.instrument)}"]
-    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     for k in (1, 2):
         check(
             _run(

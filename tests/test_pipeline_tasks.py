@@ -34,9 +34,11 @@ from lsst.skyframes.build import (
     calibration_header,
     input_exposures_of,
 )
+from lsst.skyframes.camera_overrides import camera_config
 from lsst.skyframes.correction import SkyCorrectionConfig, SkyCorrectionTask
 from lsst.skyframes.errors import MissingMetadataError
 from lsst.skyframes.ingest import ingest_image
+from lsst.skyframes.instrument import SkyFramesInstrument
 from lsst.skyframes.repo import create_repo, register_camera
 from lsst.skyframes.simulate import ExposurePlan, exposure_header, put_science_visit, simulate_science_visit
 
@@ -149,14 +151,18 @@ def chain(reference_build, tmp_path_factory):
     for detector, plan, image in simulate_inputs(camera, plans):
         ingest_image(butler, camera, image, exposure_header(detector, plan), source="simulated", run=RUN)
     for name in ("BuildSkyFrame.yaml", "ApplySkyFrame.yaml"):
-        graph = Pipeline.from_uri(ROOT / "pipelines" / name).to_graph()
+        pipeline = Pipeline.from_uri(ROOT / "pipelines" / name)
+        pipeline.addInstrument(SkyFramesInstrument.from_camera(camera))
+        graph = pipeline.to_graph()
         graph.resolve(butler.registry)
         graph.register_dataset_types(butler)
     butler = Butler.from_config(root, writeable=True, collections=[RUN], run=RUN)
     instrument, physical_filter = camera.instrument, plans[0].physical_filter
     camera_id = {"instrument": instrument}
     steps: dict[str, list[Step]] = {"image": [], "scale": [], "subtract": [], "combine": [], "correct": []}
-    image_task, scale_task = CpSkyImageTask(), CpSkyScaleMeasureTask()
+    # Configured as pipetask --instrument configures them (the reference build's command).
+    image_task = CpSkyImageTask(config=camera_config(CpSkyImageTask, camera))
+    scale_task = CpSkyScaleMeasureTask()
     subtract_task, combine_task = CpSkySubtractBackgroundTask(), CpSkyCombineTask()
     exposures = [plan.exposure_id for plan in plans]
     for exposure in exposures:
@@ -203,7 +209,7 @@ def chain(reference_build, tmp_path_factory):
     )
     visit = simulate_science_visit(camera, plan, seed=5, n_stars=10, n_galaxies=2)
     put_science_visit(butler, camera, plan, visit, RUN)
-    correct_task = SkyCorrectionTask(config=SkyCorrectionConfig())
+    correct_task = SkyCorrectionTask(config=camera_config(SkyCorrectionTask, camera))
     connections = correct_task.config.ConnectionsClass(config=correct_task.config)
     visit_id = {"instrument": instrument, "visit": plan.exposure_id}
     io = dict.fromkeys(connections.outputs, visit_id)

@@ -23,9 +23,9 @@ from conftest import (
     tool_env,
 )
 from lsst.skyframes.build import CpSkyImageConfig
+from lsst.skyframes.camera_overrides import camera_sized_config
 from lsst.skyframes.certify import certify_calibrations
 from lsst.skyframes.correction import register_correction_inputs
-from lsst.skyframes.focal_plane import resolve_focal_plane_config
 from lsst.skyframes.ingest import define_visit_detectors
 from lsst.skyframes.repo import RepoConfigError, calib_collection, create_repo
 from lsst.skyframes.simulate import ExposurePlan, define_planned_exposure, simulate_science_visit
@@ -94,7 +94,7 @@ def test_apply_pipeline_on_postgres(pg_repo):
         butler.put(science.image, "preliminary_visit_image", data_id, run="visits")
         butler.put(science.background, "preliminary_visit_image_background", data_id, run="visits")
 
-    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     result = pg_repo.pipetask(
         "-o",
         "skycorr",

@@ -10,6 +10,8 @@ from lsst.daf.butler import DimensionUniverse
 from lsst.pipe.base import Pipeline
 
 from conftest import ROOT
+from lsst.skyframes.camera import Camera
+from lsst.skyframes.instrument import SkyFramesInstrument
 
 PACKAGE = ROOT / "python" / "lsst" / "skyframes"
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -95,8 +97,11 @@ def test_data_flows_down_the_map():
 def _declared_datasets() -> dict[str, tuple[str, set[str]]]:
     """Dataset type -> (storage class, required dimensions) over every pipeline."""
     declared: dict[str, tuple[str, set[str]]] = {}
+    # With an instrument, as the README runs them: its overrides size the focal-plane models.
+    instrument = SkyFramesInstrument.from_camera(Camera.from_yaml(ROOT / "tests" / "data" / "camera.yaml"))
     for name, overrides in PIPELINES:
         pipeline = Pipeline.from_uri(ROOT / "pipelines" / name)
+        pipeline.addInstrument(instrument)
         for label, fields in overrides.items():
             for field, value in fields.items():
                 pipeline.addConfigOverride(label, field, value)

@@ -85,11 +85,7 @@ from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
-from .focal_plane import (
-    FocalPlaneBackground,
-    SkyFocalPlaneConfig,
-    resolve_focal_plane_config,
-)
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
 from .pca import SkyPcaTask
@@ -217,32 +213,46 @@ class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnect
         doc="Mask planes whose pixels are replaced by the smooth background after object masking.",
         default=["DETECTED", "BAD", "NO_DATA", "SAT"],
     )
-    largeScaleBackground = ConfigField[SkyFocalPlaneConfig](
-        doc="Large-scale focal-plane background (sizes default to one detector, from the camera).",
-        dtype=SkyFocalPlaneConfig,
+    largeScaleBackground = ConfigField[FocalPlaneBackgroundConfig](
+        doc="Large-scale focal-plane background (defaults: cp_pipe's, HSC's 8192 px bins; "
+        "camera-sized with the instrument's overrides, see lsst.skyframes.camera_overrides).",
+        dtype=FocalPlaneBackgroundConfig,
     )
-    maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object masking.")
+    maskTask = ConfigurableField(target=MaskObjectsTask, doc="Object masker.")
+    maskThresh = Field[float](
+        doc="k-sigma threshold for masking pixels. Unused, as in cp_pipe, where the field exists but nothing "
+        "reads it: the detection threshold is maskTask.detection.thresholdValue.",
+        default=3.0,
+    )
 
     def setDefaults(self) -> None:
         super().setDefaults()
-        # Keep DETECTED set after the masked pixels are replaced by the 256-px
-        # model. The sky-frame statistics ignore DETECTED, so the replaced
-        # pixels (which carry a smoothed pattern) do not enter the sky frame;
-        # clearing it, as MaskObjectsTask does by default, biased 256-px test
-        # detectors by ~15 sigma per bin.
-        self.maskObjects.clearDetected = False
+        # cp_pipe's values: HSC's 8192 px of 0.015 mm.
+        self.largeScaleBackground.xSize = 122.88
+        self.largeScaleBackground.ySize = 122.88
+        self.largeScaleBackground.pixelSize = 0.015
+        self.largeScaleBackground.minFrac = 0.1
+        self.largeScaleBackground.mask = [
+            "BAD",
+            "SAT",
+            "INTRP",
+            "DETECTED",
+            "DETECTED_NEGATIVE",
+            "EDGE",
+            "NO_DATA",
+        ]
 
 
 class CpSkyImageTask(PipelineTask):
     """Mask objects in one detector image and bin it onto the focal plane."""
 
     ConfigClass = CpSkyImageConfig
-    _DefaultName = "cpSkyImage"
+    _DefaultName = "CpSkyImage"
     config: CpSkyImageConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.makeSubtask("maskObjects")
+        self.makeSubtask("maskTask")
 
     def runQuantum(
         self,
@@ -302,9 +312,8 @@ class CpSkyImageTask(PipelineTask):
                 list(self.config.maskList),
             )
         else:
-            self.maskObjects.run(inputExp, list(self.config.maskList))
-        config = resolve_focal_plane_config(self.config.largeScaleBackground, camera)
-        background = FocalPlaneBackground.fromCamera(config, camera)
+            self.maskTask.run(inputExp, list(self.config.maskList))
+        background = FocalPlaneBackground.fromCamera(self.config.largeScaleBackground, camera)
         background.addCcd(inputExp, detector)
         return Struct(maskedExp=inputExp, maskedBkg=background)
 
@@ -632,7 +641,7 @@ class CpSkySubtractBackgroundTask(PipelineTask):
     """Subtract the large-scale model, divide by the sky level, bin the residual."""
 
     ConfigClass = CpSkySubtractBackgroundConfig
-    _DefaultName = "cpSkySubtractBackground"
+    _DefaultName = "cpSkySubtractBkg"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

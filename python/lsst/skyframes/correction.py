@@ -68,12 +68,7 @@ from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import BoxMismatchError, FocalPlaneCoverageError, MissingSkyFrameError, NoDataError
-from .focal_plane import (
-    FocalPlaneBackground,
-    FocalPlaneBackgroundConfig,
-    SkyFocalPlaneConfig,
-    resolve_visit_model_config,
-)
+from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
@@ -216,10 +211,11 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
     )
     maskObjects = ConfigurableField(target=MaskObjectsTask, doc="Object detection.")
     doMaskObjects = Field[bool](doc="Detect objects and keep them out of the models?", default=True)
-    bgModel1 = ConfigField[SkyFocalPlaneConfig](
-        doc="Large-scale focal-plane background; unset sizes are two detectors (as LSSTCam's 8192 px bins "
-        "for its 4096 px detectors), the pixel size the camera's.",
-        dtype=SkyFocalPlaneConfig,
+    bgModel1 = ConfigField[FocalPlaneBackgroundConfig](
+        doc="Large-scale focal-plane background. No default size, as in the reference (obs packages set "
+        "it; the instrument's overrides make it two detectors, as LSSTCam's 8192 px bins for its 4096 px "
+        "detectors, see lsst.skyframes.camera_overrides).",
+        dtype=FocalPlaneBackgroundConfig,
     )
     undoBgModel1 = Field[bool](
         doc="Add bgModel1 back after the sky frame (leaving the large scales to bgModel2)?", default=False
@@ -233,10 +229,11 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
         default=1,
         check=lambda n: n >= 1,
     )
-    bgModel2 = ConfigField[SkyFocalPlaneConfig](
-        doc="Finer, smoothed focal-plane background of the residual; unset sizes are one detector (as "
-        "LSSTCam's 4096 px), the pixel size the camera's.",
-        dtype=SkyFocalPlaneConfig,
+    bgModel2 = ConfigField[FocalPlaneBackgroundConfig](
+        doc="Finer, smoothed focal-plane background of the residual (defaults: the reference's, 256x256 "
+        "bins of pixelSize 1; the instrument's overrides make them one detector, see "
+        "lsst.skyframes.camera_overrides).",
+        dtype=FocalPlaneBackgroundConfig,
     )
     doBgModel2 = Field[bool](doc="Fit and subtract bgModel2?", default=True)
     binning = RangeField[int](doc="Binning (pixels) of the visit mosaics.", default=8, min=1)
@@ -248,21 +245,27 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
 
     def setDefaults(self) -> None:
         super().setDefaults()
-        # The reference only *finds* objects here (findObjects); it never
-        # changes the science pixels. MaskObjectsTask also replaces them, so
-        # it runs on a scratch copy (SkyCorrectionTask._maskObjects) and the
-        # replacement model is not worth fitting.
-        self.maskObjects.doInterpolate = False
-        # Keep DETECTED after masking: the focal-plane models (mask includes
-        # DETECTED) and the scale samples (sky.stats.mask includes DETECTED)
-        # must not see object light; clearing it would let every object into
-        # bgModel1, the scale and bgModel2.
-        self.maskObjects.clearDetected = False
         self.bgModel2.doSmooth = True
         self.bgModel2.minFrac = 0.3
+        self.bgModel2.xSize = 256
+        self.bgModel2.ySize = 256
         self.bgModel2.smoothScale = 1.0
 
     def validate(self) -> None:
+        # Before the fields' own checks, so that the message names this task's fix.
+        if self.bgModel1.xSize is None or self.bgModel1.ySize is None:
+            raise FieldValidationError(
+                SkyCorrectionConfig.bgModel1,
+                self,
+                "bgModel1.xSize/ySize are unset: as in the reference they have no default, the "
+                "instrument sets them. Set them (mm, with bgModel1.pixelSize in mm) in an obs config "
+                "override file (config/skyCorr.py) or a pipeline config block, or on the command line "
+                "(-c skyCorr:bgModel1.xSize=81.92 -c skyCorr:bgModel1.ySize=81.92 "
+                "-c skyCorr:bgModel1.pixelSize=0.01), or take them from the camera with the instrument's "
+                "overrides: pipetask run --instrument lsst.skyframes.instrument.SkyFramesInstrument "
+                "with SKYFRAMES_CAMERA=camera.yaml (in Python: "
+                "lsst.skyframes.camera_overrides.apply_camera_overrides('skyCorr', config, camera)).",
+            )
         super().validate()
         if self.nComponents > 1 and not self.doSky:
             raise FieldValidationError(
@@ -601,13 +604,13 @@ class SkyCorrectionTask(PipelineTask):
                 self._applyFlatBackgroundRatio(image, _load(ratio), detector)
             skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
             if self.config.doMaskObjects:
-                self._maskObjects(image)
+                # As the reference: find objects only (DETECTED stays set, the pixels are untouched).
+                self.maskObjects.findObjects(image)
             images.append(image)
         nOriginal = [len(bgList) for bgList in skyCorr]
 
         # (2) Large-scale focal-plane model.
-        config1 = resolve_visit_model_config(self.config.bgModel1, camera, 2)
-        self._subtractFocalPlaneModel("bgModel1", config1, camera, images, detectors, skyCorr)
+        self._subtractFocalPlaneModel("bgModel1", self.config.bgModel1, camera, images, detectors, skyCorr)
 
         # (3) One sky-frame scale for the whole visit.
         coefficients = np.array([])
@@ -634,8 +637,9 @@ class SkyCorrectionTask(PipelineTask):
 
         # (5) Finer focal-plane model of the residual.
         if self.config.doBgModel2:
-            config2 = resolve_visit_model_config(self.config.bgModel2, camera, 1)
-            self._subtractFocalPlaneModel("bgModel2", config2, camera, images, detectors, skyCorr)
+            self._subtractFocalPlaneModel(
+                "bgModel2", self.config.bgModel2, camera, images, detectors, skyCorr
+            )
 
         result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
         result.skyComponentCoefficients = coefficients
@@ -751,17 +755,6 @@ class SkyCorrectionTask(PipelineTask):
         # image - (-background): the same operation skyCorr's user applies.
         pixels.array -= model.array
         return restore
-
-    def _maskObjects(self, image: MaskedImage) -> None:
-        """Set DETECTED on objects without touching the science pixels.
-
-        `MaskObjectsTask` replaces the pixels it masks; the reference's
-        ``findObjects`` does not, so detection runs on a scratch copy of the
-        image plane sharing the real mask, and only the mask changes.
-        """
-        pixels, mask = image_and_mask(image)
-        scratch = MaskedImage(Image(pixels.array.copy(), bbox=pixels.bbox), mask=mask)
-        self.maskObjects.run(scratch)
 
     def _subtractFocalPlaneModel(
         self,

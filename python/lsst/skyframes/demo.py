@@ -40,10 +40,12 @@ from lsst.daf.butler import Butler, CollectionType, MissingCollectionError
 
 from .build import CpSkyImageConfig
 from .camera import Camera, make_synthetic_camera
+from .camera_overrides import camera_sized_config
 from .certify import certify_calibrations, certify_sky_frames
 from .correction import register_correction_inputs
-from .focal_plane import FocalPlaneBackgroundConfig, resolve_focal_plane_config
+from .focal_plane import FocalPlaneBackgroundConfig
 from .ingest import ingest_image, register_input
+from .instrument import SkyFramesInstrument
 from .mosaic import focal_plane_mosaic, plot_mosaics
 from .plotting import plot_focal_plane
 from .repo import calib_collection, create_repo, register_camera
@@ -179,11 +181,16 @@ def _new_run(butler: Butler, output: str, inputs: Sequence[str]) -> tuple[str, B
     return run, Butler.from_config(butler=butler, collections=[output], run=run)
 
 
-def _pipeline(path: Path, overrides: dict[str, dict[str, Any]]) -> Any:
-    """Load a pipeline and apply ``{task label: {config field: value}}`` overrides."""
+def _pipeline(path: Path, camera: Camera, overrides: dict[str, dict[str, Any]]) -> Any:
+    """Load a pipeline and apply ``{task label: {config field: value}}`` overrides.
+
+    The camera's instrument is added, as ``pipetask run --instrument`` does,
+    so its overrides size the focal-plane models from the camera.
+    """
     from lsst.pipe.base import Pipeline
 
     pipeline = Pipeline.from_uri(str(path))
+    pipeline.addInstrument(SkyFramesInstrument.from_camera(camera))
     for label, fields in overrides.items():
         for field, value in fields.items():
             pipeline.addConfigOverride(label, field, value)
@@ -252,7 +259,9 @@ def _build(
         path, overrides = TEMPLATES_PIPELINE, {"cpSkyTemplates": {"nComponents": n_components}}
     else:
         path, overrides = PIPELINE, {}
-    executor = SimplePipelineExecutor.from_pipeline(_pipeline(path, overrides), where=where, butler=work)
+    executor = SimplePipelineExecutor.from_pipeline(
+        _pipeline(path, camera, overrides), where=where, butler=work
+    )
     n_quanta = len(executor.quantum_graph)
     log(f"  build: {n_quanta} quanta of pipelines/{path.name}")
     start = time.monotonic()
@@ -336,7 +345,7 @@ def _run_apply(
         log(f"  {name}: {len(found)} skyCorr already in {output!r}; reusing them")
         return output
     _, work = _new_run(butler, output, [VISIT_RUN, calib_collection(camera.instrument)])
-    pipeline = _pipeline(APPLY_PIPELINE, {"skyCorr": overrides})
+    pipeline = _pipeline(APPLY_PIPELINE, camera, {"skyCorr": overrides})
     executor = SimplePipelineExecutor.from_pipeline(pipeline, where=where, butler=work)
     start = time.monotonic()
     n_quanta = sum(1 for _ in executor.as_generator(register_dataset_types=True))
@@ -664,7 +673,8 @@ def run_demo(output: str, settings: DemoSettings = DemoSettings(), log: Callable
     log(f"[5/{n_steps}] scoring the sky frames against truth")
     sky_config = SkyMeasurementConfig()
     bin_size = (sky_config.background.xBinSize, sky_config.background.yBinSize)
-    fp_config = resolve_focal_plane_config(CpSkyImageConfig().largeScaleBackground, camera)
+    # The build's model, as the instrument's overrides size it.
+    fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
     truth = noiseless_sky_frames(
         camera, plans, focal_plane_config=fp_config, bin_size=bin_size, amplitude=settings.amplitude
     )

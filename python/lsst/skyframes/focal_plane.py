@@ -26,9 +26,6 @@ __all__ = [
     "FPBG_VERSION",
     "FocalPlaneBackground",
     "FocalPlaneBackgroundConfig",
-    "SkyFocalPlaneConfig",
-    "resolve_focal_plane_config",
-    "resolve_visit_model_config",
 ]
 
 import math
@@ -42,7 +39,7 @@ from numba import njit, prange
 from scipy.ndimage import gaussian_filter
 
 from lsst.images import Image, Mask, MaskedImage
-from lsst.pex.config import ChoiceField, Config, Field, ListField, RangeField
+from lsst.pex.config import ChoiceField, Config, Field, FieldValidationError, ListField, RangeField
 
 from .background import BackgroundControl, BackgroundList, BackgroundMI, single_background_list
 from .errors import BackgroundFileError, BoxMismatchError, NoDataError
@@ -77,10 +74,17 @@ class FocalPlaneBackgroundConfig(Config):
     """Configuration of a `FocalPlaneBackground`."""
 
     xSize = RangeField[float](
-        doc="Bin size in x, in focal-plane units (mm).", default=None, min=0.0, inclusiveMin=False
+        doc="Bin size in x, in focal-plane units (mm); no default, as in the reference (obs packages "
+        "set it; lsst.skyframes.camera_overrides sizes it from a camera).",
+        default=None,
+        min=0.0,
+        inclusiveMin=False,
     )
     ySize = RangeField[float](
-        doc="Bin size in y, in focal-plane units (mm).", default=None, min=0.0, inclusiveMin=False
+        doc="Bin size in y, in focal-plane units (mm); no default, like xSize.",
+        default=None,
+        min=0.0,
+        inclusiveMin=False,
     )
     pixelSize = RangeField[float](
         doc="Pixel size, in the units of xSize and ySize (mm).", default=1.0, min=0.0, inclusiveMin=False
@@ -113,99 +117,22 @@ class FocalPlaneBackgroundConfig(Config):
         doc="Binning of the per-detector background models, in pixels.", default=64, min=1
     )
 
-
-class SkyFocalPlaneConfig(FocalPlaneBackgroundConfig):
-    """`FocalPlaneBackgroundConfig` whose sizes may come from the camera.
-
-    ``xSize``, ``ySize`` and ``pixelSize`` left as `None` are filled in by
-    `resolve_focal_plane_config`: bins one detector wide and high, in the
-    camera's pixel size.
-    """
-
-    xSize = Field[float](
-        doc="Bin size in x (focal-plane mm); None: the widest detector's width.", default=None, optional=True
-    )
-    ySize = Field[float](
-        doc="Bin size in y (focal-plane mm); None: the tallest detector's height.",
-        default=None,
-        optional=True,
-    )
-    pixelSize = Field[float](
-        doc="Pixel size (focal-plane mm); None: the camera's most common pixel size.",
-        default=None,
-        optional=True,
-    )
-
     def validate(self) -> None:
-        # Check every other field; unset sizes are resolved against the camera at run time.
-        resolved = FocalPlaneBackgroundConfig()
-        for name in resolved._fields:
-            value = getattr(self, name)
-            setattr(resolved, name, value if value is not None else 1.0)
-        resolved.validate()
-
-
-def resolve_focal_plane_config(
-    config: FocalPlaneBackgroundConfig, camera: Camera
-) -> FocalPlaneBackgroundConfig:
-    """Return a copy of ``config`` with unset sizes taken from the camera.
-
-    Parameters
-    ----------
-    config : `FocalPlaneBackgroundConfig`
-        Configuration with possibly `None` ``xSize``, ``ySize``, ``pixelSize``.
-    camera : `Camera`
-        Camera whose detectors set the defaults: the largest detector width
-        and height in millimetres, and the most common pixel size.
-
-    Returns
-    -------
-    resolved : `FocalPlaneBackgroundConfig`
-        A validated plain config; ``config`` is not modified.
-    """
-    resolved = FocalPlaneBackgroundConfig()
-    for name in resolved._fields:
-        setattr(resolved, name, getattr(config, name))
-    detectors = list(camera)
-    sizes = [d.pixel_size_mm for d in detectors]
-    if resolved.pixelSize is None:
-        resolved.pixelSize = max(set(sizes), key=sizes.count)
-    if resolved.xSize is None:
-        resolved.xSize = max(d.width * d.pixel_size_mm for d in detectors)
-    if resolved.ySize is None:
-        resolved.ySize = max(d.height * d.pixel_size_mm for d in detectors)
-    resolved.validate()
-    return resolved
-
-
-def resolve_visit_model_config(
-    config: FocalPlaneBackgroundConfig, camera: Camera, detectorsPerBin: float
-) -> FocalPlaneBackgroundConfig:
-    """Return a copy of a focal-plane config with unset sizes taken from the camera.
-
-    Parameters
-    ----------
-    config : `FocalPlaneBackgroundConfig`
-        Possibly with `None` ``xSize``, ``ySize``, ``pixelSize``
-        (`SkyFocalPlaneConfig`).
-    camera : `~lsst.skyframes.camera.Camera`
-        The camera.
-    detectorsPerBin : `float`
-        Unset bin sizes become this many of the largest detector's width
-        (height).
-
-    Returns
-    -------
-    resolved : `FocalPlaneBackgroundConfig`
-        A validated plain config; ``config`` is unchanged.
-    """
-    resolved = resolve_focal_plane_config(config, camera)
-    if config.xSize is None:
-        resolved.xSize = resolved.xSize * detectorsPerBin
-    if config.ySize is None:
-        resolved.ySize = resolved.ySize * detectorsPerBin
-    resolved.validate()
-    return resolved
+        # pex_config's own message for a required field ("Required value cannot
+        # be None") says neither what the value means nor where it comes from.
+        for name in ("xSize", "ySize"):
+            if getattr(self, name) is None:
+                raise FieldValidationError(
+                    type(self)._fields[name],
+                    self,
+                    f"{name} is unset and has no default (as in the reference, the instrument sets "
+                    "it). Set xSize and ySize (bin size, in the units of pixelSize: mm with "
+                    "pixelSize=0.015) in an obs config override file or with -c LABEL:FIELD.xSize=..., "
+                    "or take them from the camera: pipetask run --instrument "
+                    "lsst.skyframes.instrument.SkyFramesInstrument with SKYFRAMES_CAMERA=camera.yaml, or "
+                    "lsst.skyframes.camera_overrides.camera_sized_config(config, camera, detectorsPerBin).",
+                )
+        super().validate()
 
 
 # Header keys of the config fields (FITS keys are at most eight characters).

@@ -23,6 +23,12 @@ the registry with no arguments other than ``collection_prefix``. Hence:
 - The base class itself, constructed with no arguments as
   ``butler register-instrument REPO lsst.skyframes.instrument.SkyFramesInstrument``
   does, takes name and camera from ``SKYFRAMES_CAMERA``.
+- Its config overrides (`SkyFramesInstrument.applyConfigOverrides`, applied by
+  ``pipetask run --instrument lsst.skyframes.instrument.SkyFramesInstrument``)
+  size the focal-plane models from the camera, as an obs package's override
+  files would (`lsst.skyframes.camera_overrides`). pipe_base creates the
+  instrument with no arguments and no butler for this, so in a new process the
+  camera comes from ``SKYFRAMES_CAMERA`` (or a subclass's ``camera_path``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ __all__ = [
     "named",
 ]
 
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING, ClassVar
@@ -45,10 +52,12 @@ from lsst.pipe.base import Instrument
 from lsst.utils.introspection import get_full_type_name
 
 from .camera import _INSTRUMENT_NAME_RE, MAX_NAME_LENGTH, Camera
+from .camera_overrides import CAMERA_OVERRIDES, apply_camera_overrides
 from .errors import InstrumentCameraError
 
 if TYPE_CHECKING:
     from lsst.daf.butler import DataId, Formatter, FormatterV2, Registry
+    from lsst.pex.config import Config
 
 CAMERA_ENV_VAR = "SKYFRAMES_CAMERA"
 """Environment variable naming a camera YAML file."""
@@ -64,6 +73,7 @@ ONE_TO_ONE_VISIT_SYSTEM: tuple[int, str] = (0, "one-to-one")
 """The visit system (id, name) of single-exposure visits, as obs_base numbers it."""
 
 
+_LOG = logging.getLogger(__name__)
 _lock = threading.Lock()
 _classes: dict[str, type[SkyFramesInstrument]] = {}
 _cameras: dict[str, Camera] = {}
@@ -280,6 +290,45 @@ class SkyFramesInstrument(Instrument):
                 {"instrument": name, "id": ONE_TO_ONE_VISIT_SYSTEM[0], "name": ONE_TO_ONE_VISIT_SYSTEM[1]},
                 update=update,
             )
+
+    def applyConfigOverrides(self, name: str, config: Config) -> None:
+        """Apply this instrument's overrides to a task config.
+
+        pipe_base calls this with the task's ``_DefaultName`` when a pipeline
+        has this instrument (``pipetask run --instrument ...``, the
+        pipeline's ``instrument:`` key, ``Pipeline.addInstrument``), before
+        the pipeline's config blocks and ``-c`` options.
+
+        Parameters
+        ----------
+        name : `str`
+            The task's ``_DefaultName``.
+        config : `lsst.pex.config.Config`
+            The task's configuration, modified in place.
+
+        Notes
+        -----
+        After the base class's override files (``configPaths``), the
+        camera-derived settings of
+        `lsst.skyframes.camera_overrides.CAMERA_OVERRIDES` are applied if the
+        camera can be found (see the module documentation; entries that are
+        plain values apply without it): cpSkyImage's
+        ``largeScaleBackground`` one detector per bin, skyCorr's ``bgModel1``
+        two and ``bgModel2`` one, in the camera's pixel size. Without a camera
+        those are skipped with a warning, and a config left without bin sizes
+        fails validation with instructions.
+        """
+        super().applyConfigOverrides(name, config)
+        if name not in CAMERA_OVERRIDES:
+            return
+        try:
+            camera: Camera | None = self.camera
+            reason = ""
+        except InstrumentCameraError as err:
+            camera, reason = None, str(err)
+        skipped = apply_camera_overrides(name, config, camera)
+        if skipped:
+            _LOG.warning("No camera-derived config for %s (%s left as configured): %s", name, skipped, reason)
 
     def getRawFormatter(self, dataId: DataId) -> type[Formatter | FormatterV2]:
         """Return the formatter for raw files: lsst.images' generic one.
