@@ -724,16 +724,25 @@ def grow_isotropic(seeds: np.ndarray, radius: int) -> np.ndarray:
     grown : `numpy.ndarray`
         Boolean array of the same shape.
     """
+    dy = np.arange(-abs(int(radius)), abs(int(radius)) + 1)
+    return _grow_by_rows(seeds, radius, np.floor(np.sqrt(radius * radius - dy * dy) + 1e-9))
+
+
+def _grow_by_rows(seeds: np.ndarray, radius: int, reach: np.ndarray) -> np.ndarray:
+    """Grow ``seeds`` by a stencil given, per row offset dy = -radius..radius, as its half width ``reach``.
+
+    A pixel is set if some seed in row y + dy lies within ``reach[dy]`` of it
+    along the row: a disk for ``reach = floor(sqrt(r**2 - dy**2))``, afw's
+    Manhattan diamond for ``reach = r - |dy|``.
+    """
     seeds = np.ascontiguousarray(seeds, dtype=bool)
     radius = int(radius)
     if radius <= 0 or not seeds.any():
         return seeds.copy()
-    dy = np.arange(-radius, radius + 1)
-    reach = np.floor(np.sqrt(radius * radius - dy * dy) + 1e-9).astype(np.int32)
     hdist = np.empty(seeds.shape, dtype=np.int32)
     _row_distance(seeds, radius, hdist)
     grown = np.empty(seeds.shape, dtype=np.bool_)
-    _column_reach(hdist, reach, grown)
+    _column_reach(hdist, np.asarray(reach, dtype=np.int32), grown)
     return grown
 
 
@@ -796,36 +805,5 @@ def grow_manhattan(seeds: np.ndarray, radius: int) -> np.ndarray:
     grown : `numpy.ndarray`
         Boolean array of the same shape.
     """
-    seeds = np.ascontiguousarray(seeds, dtype=bool)
-    radius = int(radius)
-    if radius <= 0 or not seeds.any():
-        return seeds.copy()
-    distance = np.empty(seeds.shape, dtype=np.int32)
-    _manhattan_distance(seeds, radius, distance)
-    return distance <= radius
-
-
-@njit(cache=True)
-def _manhattan_distance(seeds: np.ndarray, radius: int, out: np.ndarray) -> None:  # pragma: no cover - numba
-    """City-block distance to the nearest seed, capped at radius + 1 (two raster passes)."""
-    height, width = seeds.shape
-    cap = radius + 1
-    for y in range(height):
-        for x in range(width):
-            if seeds[y, x]:
-                d = 0
-            else:
-                d = cap
-                if y > 0 and out[y - 1, x] + 1 < d:
-                    d = out[y - 1, x] + 1
-                if x > 0 and out[y, x - 1] + 1 < d:
-                    d = out[y, x - 1] + 1
-            out[y, x] = d
-    for y in range(height - 1, -1, -1):
-        for x in range(width - 1, -1, -1):
-            d = out[y, x]
-            if y < height - 1 and out[y + 1, x] + 1 < d:
-                d = out[y + 1, x] + 1
-            if x < width - 1 and out[y, x + 1] + 1 < d:
-                d = out[y, x + 1] + 1
-            out[y, x] = d
+    dy = np.arange(-abs(int(radius)), abs(int(radius)) + 1)
+    return _grow_by_rows(seeds, radius, int(radius) - np.abs(dy))
