@@ -9,9 +9,11 @@ The task then runs with no camera and no separate backgrounds.
 
 from __future__ import annotations
 
+import astropy.units as u
 import numpy as np
 import pytest
-from lsst.images import VisitImage
+from lsst.images import Box, VisitImage
+from lsst.images.fields import SplineField
 
 import test_correction
 from lsst.skyframes.background import BackgroundList
@@ -225,3 +227,25 @@ def test_with_correction_refuses_a_foreign_skycorr(images, through_visit_images)
     result, _, ids = through_visit_images
     with pytest.raises(VisitImageError, match="do not cancel"):
         with_correction(images[ids[1]], result.skyCorr[0])
+
+
+def test_entry_in_instrumental_units_is_converted(frames, visit):
+    """Rubin keeps backgrounds in electrons beside nJy pixels; photometric_scaling converts them."""
+    (electrons,) = visit_images(frames, {0: visit[0]}).values()
+    field = electrons.backgrounds["subtracted"].field * u.electron
+    nano_jansky = make_visit_image(
+        visit[0].image, frames.camera[0], band="r", psf_sigma=PSF_SIGMA, subtracted=field, unit=u.nJy
+    )
+    with pytest.raises(VisitImageError, match="photometric_scaling"):
+        subtracted_background(nano_jansky)
+    # A constant 2.5 nJy/electron: one node is a constant SplineField.
+    bbox = nano_jansky.bbox
+    nano_jansky.photometric_scaling = SplineField(
+        Box.factory[0 : bbox.y.size, 0 : bbox.x.size],
+        np.array([[2.5]]),
+        y=np.array([127.5]),
+        x=np.array([127.5]),
+        unit=u.nJy / u.electron,
+    )
+    expected = (2.5 * field.render(bbox).array).astype(np.float32)
+    np.testing.assert_array_equal(subtracted_background(nano_jansky).getImage().array, expected)

@@ -42,7 +42,7 @@ import astropy.wcs
 import numpy as np
 from astro_metadata_translator import ObservationInfo
 
-from lsst.images import BackgroundMap, Image, Mask, MaskedImage, SkyProjection, VisitImage
+from lsst.images import Background, BackgroundMap, Image, Mask, MaskedImage, SkyProjection, VisitImage
 from lsst.images.cameras import (
     CameraFrameSetSerializationModel,
     Detector,
@@ -305,6 +305,38 @@ def camera_from_visit_images(images: Iterable[VisitImage]) -> Camera:
     )
 
 
+def _render_in_image_units(visit_image: VisitImage, background: Background) -> np.ndarray:
+    """Render a ``BackgroundMap`` entry over the image, in the pixels' unit, as float32.
+
+    Rubin's rewrite task stores backgrounds in instrumental units (electron)
+    beside calibrated pixels (nJy); the image's ``photometric_scaling``
+    (nJy/electron) then converts them. A field without a unit is taken to be
+    in the pixels' unit, as the entries skyframes writes without one.
+    """
+    bbox = visit_image.bbox
+    field = background.field
+    rendered = np.asarray(field.render(bbox).array, dtype=np.float64)
+    image_unit = visit_image.unit
+    field_unit = field.unit
+    if field_unit is None or image_unit is None or field_unit == image_unit:
+        return rendered.astype(np.float32)
+    if field_unit.is_equivalent(image_unit):
+        return (rendered * field_unit.to(image_unit)).astype(np.float32)
+    scaling = visit_image.photometric_scaling
+    if scaling is not None and (field_unit * scaling.unit).is_equivalent(image_unit):
+        factor = (field_unit * scaling.unit).to(image_unit)
+        return (rendered * np.asarray(scaling.render(bbox).array, dtype=np.float64) * factor).astype(
+            np.float32
+        )
+    have = "no photometric_scaling" if scaling is None else f"a photometric_scaling in {scaling.unit}"
+    raise VisitImageError(
+        f"Background {background.name!r} of the VisitImage of detector {visit_image.detector.id} is in "
+        f"{field_unit} but the pixels are in {image_unit}, and the image has {have} to convert it; "
+        f"attach a photometric_scaling in {image_unit / field_unit}, or convert the image "
+        "(VisitImage.convert_unit) to the background's unit."
+    )
+
+
 def subtracted_background(visit_image: VisitImage, entry: str = "subtracted") -> BackgroundList:
     """Return a ``BackgroundMap`` entry as a list that restores it exactly.
 
@@ -322,13 +354,18 @@ def subtracted_background(visit_image: VisitImage, entry: str = "subtracted") ->
         One element with one bin per pixel holding the entry's field rendered
         over the image (as float32, the pixels' type), rendered with LINEAR
         interpolation, which returns each bin's value at its centre: so
-        ``background.getImage()`` is ``field.render()`` exactly.
+        ``background.getImage()`` is ``field.render()`` exactly, in the
+        pixels' unit (a field in another unit is converted, through the
+        image's ``photometric_scaling`` if need be: Rubin keeps backgrounds
+        in electrons beside nJy pixels).
 
     Raises
     ------
     lsst.skyframes.errors.BackgroundEntryError
         Raised if the map has no such entry; the message names the entries
         present and the config field that chooses one.
+    lsst.skyframes.errors.VisitImageError
+        Raised if the entry's unit cannot be converted to the pixels'.
 
     Notes
     -----
@@ -356,7 +393,7 @@ def subtracted_background(visit_image: VisitImage, entry: str = "subtracted") ->
             present,
         )
     bbox = visit_image.bbox
-    rendered = np.asarray(backgrounds[entry].field.render(bbox).array, dtype=np.float32)
+    rendered = _render_in_image_units(visit_image, backgrounds[entry])
     height, width = bbox.shape
     stats = MaskedImage(
         Image(rendered.copy()),
@@ -536,7 +573,7 @@ def with_correction(
     previous = backgrounds.subtracted
     if previous is not None and restored:
         undo = BackgroundList(*elements[:restored]).getImage().array
-        expected = np.asarray(previous.field.render(visit_image.bbox).array, dtype=np.float32)
+        expected = _render_in_image_units(visit_image, previous)
         if not np.array_equal(undo, -expected):
             raise VisitImageError(
                 f"The first {restored} element(s) of skyCorr do not cancel the background "
@@ -544,6 +581,10 @@ def with_correction(
                 f"{float(np.abs(undo + expected).max()):.3g}); pass the skyCorr computed from this image."
             )
     correction = BackgroundList(*elements[restored:]).toBackgroundMap(entry, description)[entry].field
+    if visit_image.unit is not None:
+        # The task's models are in the pixels' unit (whatever the unit of
+        # the entry it restored); say so, so readers need no scaling.
+        correction = correction * visit_image.unit
     result = visit_image.copy()
     result.image.array[...] = visit_image.image.array - skyCorr.getImage().array
     result.backgrounds.add(entry, correction, description, is_subtracted=True)
