@@ -259,3 +259,16 @@ def test_one_node_per_pixel_renders_the_correction_exactly(images, through_visit
     # Float32 round-off of a 1600 e sum.
     np.testing.assert_allclose(entry.field.render(images[ids[0]].bbox).array, terms, atol=1e-3)
     assert entry.field.unit == images[ids[0]].unit
+
+
+def test_visit_images_read_from_fits_give_the_same_correction(tmp_path, frames, images, through_visit_images):
+    """The detectors and entries as lsst.images reads them from files, not as built in memory."""
+    read = {}
+    for d, image in images.items():
+        image.write(str(tmp_path / f"visit_image_{d}.fits"))
+        read[d] = VisitImage.read(str(tmp_path / f"visit_image_{d}.fits"))
+    result, _, _ = run_visit_images(frames, read)
+    expected = through_visit_images[0]
+    assert result.skyFrameScale == expected.skyFrameScale
+    for ours, theirs in zip(result.skyCorr, expected.skyCorr, strict=True):
+        np.testing.assert_array_equal(ours.getImage().array, theirs.getImage().array)

@@ -54,7 +54,7 @@ from lsst.images.fields import Field, SplineField, SumField
 from lsst.images.psfs import GaussianPointSpreadFunction
 
 from .background import BackgroundControl, BackgroundList, BackgroundMI
-from .camera import Camera, DetectorGeometry, FilterDefinition, _cos_sin_deg
+from .camera import DEFAULT_PHYSICAL_TYPE, Camera, DetectorGeometry, FilterDefinition, _cos_sin_deg
 from .errors import BackgroundEntryError, VisitImageError
 from .interpolate import Interpolate, UndersampleStyle
 from .mask_planes import default_mask_schema
@@ -251,7 +251,7 @@ def detector_geometry(detector: Detector) -> DetectorGeometry:
         centre_mm=(float(fx[0]), float(fy[0])),
         pixel_size_mm=pixel_size,
         rotation_deg=rotation,
-        physical_type=detector.physical_type or "CCD",
+        physical_type=detector.physical_type or DEFAULT_PHYSICAL_TYPE,
         purpose=str(detector.type.value),
     )
 
