@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from lsst.daf.butler import Butler, DatasetType, DeferredDatasetHandle
-from lsst.images import Image, MaskedImage
+from lsst.images import Image, MaskedImage, VisitImage
 from lsst.pex.config import ConfigField, ConfigurableField, Field, FieldValidationError, ListField, RangeField
 from lsst.pipe.base import (
     AlgorithmError,
@@ -74,6 +74,7 @@ from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
+from .visit_images import camera_from_visit_images, subtracted_background
 
 # ---------------------------------------------------------------------------------------------------------
 # Connections and configuration
@@ -239,6 +240,14 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
     binning = RangeField[int](doc="Binning (pixels) of the visit mosaics.", default=8, min=1)
     mosaicMask = ListField[str](
         doc="Mask planes whose pixels the corrected-image mosaic ignores.", default=["BAD", "SAT", "NO_DATA"]
+    )
+    visitImageBackgroundEntry = Field[str](
+        doc="For lsst.images VisitImage inputs without separate backgrounds (calBkgs): the entry of each "
+        "image's BackgroundMap holding the background already subtracted, restored before any model "
+        "(Rubin's rewrite task names it 'subtracted'); None if nothing was subtracted. Ignored for "
+        "images given with their calBkgs.",
+        default="subtracted",
+        optional=True,
     )
     doWriteCorrected = Field[bool](doc="Also write the sky-corrected images?", default=False)
     doPlotMosaics = Field[bool](doc="Write PNG plots of the two mosaics?", default=True)
@@ -453,7 +462,7 @@ class SkyCorrectionTask(PipelineTask):
         calExps: Sequence[MaskedImage | DeferredDatasetHandle],
         calBkgs: Sequence[BackgroundList | None] | None,
         skyFrames: Sequence[MaskedImage | None] | None,
-        camera: Camera,
+        camera: Camera | None,
         detectorIds: Sequence[int],
         skyComponents: Sequence[BackgroundList | None] | None = None,
         backgroundToPhotometricRatioHandles: Sequence[Image | DeferredDatasetHandle | None] | None = None,
@@ -478,13 +487,19 @@ class SkyCorrectionTask(PipelineTask):
         calBkgs : sequence of `BackgroundList` or `None`, or `None`
             Background already subtracted from each image; a detector whose
             entry is `None` is skipped. `None` for the whole visit means
-            nothing was subtracted from any image.
+            nothing was subtracted from any image, except from
+            `lsst.images.VisitImage` inputs, whose background is then their
+            ``BackgroundMap`` entry ``visitImageBackgroundEntry``
+            (`~lsst.skyframes.visit_images.subtracted_background`, restored
+            exactly as its field renders).
         skyFrames : sequence of `lsst.images.MaskedImage` or `None`, or `None`
             Sky frame of each detector (``sky`` calibrations); if ``doSky``
             and ``nComponents`` is 1 a detector without one is skipped;
             ignored otherwise.
-        camera : `~lsst.skyframes.camera.Camera`
-            Camera geometry.
+        camera : `~lsst.skyframes.camera.Camera` or `None`
+            Camera geometry; `None` takes it from the detectors attached to
+            the images, which must then be `lsst.images.VisitImage`
+            (`~lsst.skyframes.visit_images.camera_from_visit_images`).
         detectorIds : sequence of `int`
             Detector id of each image.
         skyComponents : sequence of `BackgroundList` or `None`, or `None`
@@ -528,6 +543,12 @@ class SkyCorrectionTask(PipelineTask):
 
         Raises
         ------
+        lsst.skyframes.errors.BackgroundEntryError
+            Raised if a VisitImage given without calBkgs lacks the
+            ``visitImageBackgroundEntry`` entry.
+        lsst.skyframes.errors.VisitImageError
+            Raised if ``camera`` is `None` and an image is not a VisitImage
+            or its detector cannot be described.
         MissingSkyFrameError
             Raised, before any image is read, if no detector takes part
             because none has a sky frame (or templates); the message names
@@ -578,6 +599,17 @@ class SkyCorrectionTask(PipelineTask):
                     f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
                     "pass one entry per detector (None where a detector lacks it)."
                 )
+        if camera is None:
+            # The detectors come from the images: read them now (they are
+            # held for the whole visit anyway, see Notes).
+            inputs["calExps"] = [_load(c) for c in inputs["calExps"]]
+            camera = camera_from_visit_images(inputs["calExps"])
+            attached = [image.detector.id for image in inputs["calExps"]]
+            if attached != ids:
+                raise ValueError(
+                    f"SkyCorrectionTask.run: detectorIds {ids} differ from the detectors attached to the "
+                    f"images {attached}; pass the ids in the images' order."
+                )
         keep = self._selectDetectors(ids, inputs, camera)
         ids = [ids[k] for k in keep]
         detectors = [camera[d] for d in ids]
@@ -602,7 +634,10 @@ class SkyCorrectionTask(PipelineTask):
                 # Before any background work, as the reference does: the
                 # restored background below is then added unscaled.
                 self._applyFlatBackgroundRatio(image, _load(ratio), detector)
-            skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
+            calBkg = _load(calBkg)
+            if calBkgs is absent and isinstance(image, VisitImage):
+                calBkg = self._visitImageBackground(image)
+            skyCorr.append(self._restoreBackground(image, calBkg, detector))
             if self.config.doMaskObjects:
                 # As the reference: find objects only (DETECTED stays set, the pixels are untouched).
                 self.maskObjects.findObjects(image)
@@ -736,6 +771,13 @@ class SkyCorrectionTask(PipelineTask):
         if variance is not None:
             variance.array *= ratio.array**2
         self.log.debug("Detector %d: multiplied by its background to photometric ratio.", detector.id)
+
+    def _visitImageBackground(self, image: VisitImage) -> BackgroundList | None:
+        """Return the background a VisitImage says was subtracted, or `None` if configured so."""
+        entry = self.config.visitImageBackgroundEntry
+        if entry is None:
+            return None
+        return subtracted_background(image, entry)
 
     def _restoreBackground(
         self, image: MaskedImage, calBkg: BackgroundList | None, detector: DetectorGeometry

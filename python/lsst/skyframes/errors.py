@@ -15,6 +15,7 @@ from typing import Any
 from lsst.pipe.base import AlgorithmError, RepeatableQuantumError
 
 __all__ = [
+    "BackgroundEntryError",
     "BackgroundFileError",
     "BoxMismatchError",
     "CameraConflictError",
@@ -41,6 +42,7 @@ __all__ = [
     "UnusableImageError",
     "UsageError",
     "ValidityRangeError",
+    "VisitImageError",
 ]
 
 
@@ -223,3 +225,37 @@ class FocalPlaneCoverageError(NoDataError, AlgorithmError):
             "threshold": self.threshold,
             "goodPixels": {str(k): v for k, v in self.goodPixels.items()},
         }
+
+
+class VisitImageError(SkyFramesError, ValueError):
+    """An lsst.images ``VisitImage`` lacks what skyframes needs of it.
+
+    For example an image passed without a camera whose detector cannot be
+    described as a `~lsst.skyframes.camera.DetectorGeometry` (a mirrored or
+    non-linear pixel to focal-plane transform), or a plain ``MaskedImage``
+    where the detector must come from the image.
+    """
+
+
+class BackgroundEntryError(VisitImageError, KeyError):
+    """A ``VisitImage``'s ``BackgroundMap`` has no entry of the requested name.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it (the entries present, the config
+        field to set).
+    entry : `str`
+        The entry asked for.
+    present : sequence of `str`
+        The entries the map holds.
+    """
+
+    def __init__(self, message: str, entry: str, present: Sequence[str]) -> None:
+        super().__init__(message)
+        self.entry = entry
+        self.present = tuple(present)
+
+    def __str__(self) -> str:
+        # KeyError would quote the message; show it as written.
+        return str(self.args[0])
