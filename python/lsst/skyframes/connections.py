@@ -189,7 +189,8 @@ def _message(pipeline_graph: PipelineGraph, clashes: list[StorageClassClash]) ->
         fix = " ".join(_overrides(pipeline_graph, dataset_type))
         if any(c.writes for c in these):
             lines.append(
-                f"  Write skyframes' {dataset_type!r} under a name of its own (any unregistered name), e.g.: {fix}"
+                f"  Write skyframes' {dataset_type!r} under a name of its own (any unregistered name), "
+                f"e.g.: {fix}"
             )
         else:
             lines.append(
