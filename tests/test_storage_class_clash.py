@@ -19,7 +19,7 @@ from lsst.daf.butler import Butler, DatasetType
 from lsst.pipe.base import Pipeline
 from lsst.pipe.base.pipeline_graph import IncompatibleDatasetTypeError
 
-from conftest import APPLY_PIPELINE, INSTRUMENT, camera_env, tool
+from conftest import APPLY_PIPELINE, BUILD_PIPELINE, INSTRUMENT, camera_env, tool
 from lsst.skyframes.background import BackgroundList
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.connections import check_storage_classes
@@ -204,3 +204,23 @@ def test_matching_storage_classes_pass(repo, apply_graph):
         "skyCorr": DatasetType("skyCorr", SKYCORR_DIMENSIONS, "SkyBackgroundList", universe=universe),
     }
     assert check_storage_classes(apply_graph, dataset_types=registered) is None
+
+
+def test_a_clash_inside_the_build_renames_producer_and_consumers(repo):
+    _, root, _ = repo
+    universe = Butler.from_config(root).dimensions
+    registered = {
+        "cpSkyMaskedIsrExp": DatasetType(
+            "cpSkyMaskedIsrExp", ("instrument", "exposure", "detector"), "ExposureF", universe=universe
+        ),
+    }
+    graph = Pipeline.from_uri(str(BUILD_PIPELINE)).to_graph()
+    with pytest.raises(StorageClassClashError) as caught:
+        check_storage_classes(graph, dataset_types=registered)
+    # One clash per skyframes connection using it: the producer and both consumers.
+    assert caught.value.clashes == (("cpSkyMaskedIsrExp", "ExposureF", "MaskedImageV2"),) * 3
+    renamed = "=cpSkyMaskedIsrExp_skyframes"
+    assert (
+        f"e.g.: -c cpSkyImage:connections.maskedExp{renamed} -c cpSkySubtractBackground:connections.inputExp"
+        f"{renamed} -c cpSkyCombine:connections.inputExpHandles{renamed}\n" in str(caught.value)
+    )
