@@ -8,7 +8,7 @@ Importing this module (every skyframes PipelineTask module does) makes
 
 from __future__ import annotations
 
-__all__ = ["camera_connection", "check_storage_classes", "storage_class_clashes"]
+__all__ = ["StorageClassClash", "camera_connection", "check_storage_classes", "storage_class_clashes"]
 
 import dataclasses
 import functools
