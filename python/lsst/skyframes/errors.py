@@ -14,6 +14,9 @@ from typing import Any
 # failed quantum must derive from pipe_base's classes.
 from lsst.pipe.base import AlgorithmError, RepeatableQuantumError
 
+# A storage-class clash is pipe_base's incompatible dataset type, named with its fix.
+from lsst.pipe.base.pipeline_graph import IncompatibleDatasetTypeError
+
 __all__ = [
     "BackgroundEntryError",
     "BackgroundFileError",
@@ -37,6 +40,7 @@ __all__ = [
     "ProblemTooLargeError",
     "RepoConfigError",
     "SkyFramesError",
+    "StorageClassClashError",
     "UndersampledError",
     "UnsupportedStyleError",
     "UnusableImageError",
@@ -163,6 +167,31 @@ class RepoConfigError(SkyFramesError, ValueError):
 
 class CameraConflictError(SkyFramesError, ValueError):
     """A different camera is already registered under the same instrument name."""
+
+
+class StorageClassClashError(SkyFramesError, IncompatibleDatasetTypeError):
+    """A dataset type that a skyframes task reads or writes is registered in
+    the repository with a storage class that daf_butler cannot convert to or
+    from the task's (an afw ``Background`` ``skyCorr``, an ``ExposureF``
+    ``sky``...).
+
+    Raised while the quantum graph is built, before any quantum runs; the
+    message names each dataset type, both storage classes and the
+    ``-c LABEL:connections.NAME=...`` overrides that avoid the clash.  A
+    `~lsst.pipe.base.pipeline_graph.IncompatibleDatasetTypeError` too, which
+    pipe_base would otherwise raise with a generic message.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    clashes : sequence of `tuple` [`str`, `str`, `str`]
+        ``(dataset type, registered storage class, task storage class)``.
+    """
+
+    def __init__(self, message: str, clashes: Sequence[tuple[str, str, str]]) -> None:
+        super().__init__(message)
+        self.clashes = tuple(tuple(c) for c in clashes)
 
 
 class NotRegisteredError(SkyFramesError, LookupError):
