@@ -272,3 +272,60 @@ def test_visit_images_read_from_fits_give_the_same_correction(tmp_path, frames, 
     assert result.skyFrameScale == expected.skyFrameScale
     for ours, theirs in zip(result.skyCorr, expected.skyCorr, strict=True):
         np.testing.assert_array_equal(ours.getImage().array, theirs.getImage().array)
+
+
+# --- what the task says about its inputs -------------------------------------------------------------------
+
+
+def test_images_without_backgrounds_are_said_to_have_had_nothing_subtracted(frames, visit, caplog):
+    ids = sorted(visit)
+    task = SkyCorrectionTask(config=make_config(frames))
+    with caplog.at_level("WARNING"):
+        task.run(
+            [visit[d].image.copy() for d in ids], None, [frames.skies[d] for d in ids], frames.camera, ids
+        )
+    said = [r for r in caplog.records if "nothing was subtracted" in r.getMessage()]
+    assert len(said) == 1  # once per visit, not per detector
+    assert "preliminary_visit_image_background" in said[0].getMessage()
+
+
+def test_visit_images_say_what_was_subtracted(frames, images, caplog):
+    with caplog.at_level("WARNING"):
+        run_visit_images(frames, images)
+    assert not [r for r in caplog.records if "nothing was subtracted" in r.getMessage()]
+
+
+def test_corrected_visit_images_need_visit_image_inputs(frames, visit):
+    ids = sorted(visit)
+    task = SkyCorrectionTask(config=make_config(frames, doWriteCorrectedVisitImage=True))
+    with pytest.raises(
+        VisitImageError, match="doWriteCorrectedVisitImage=True needs lsst.images VisitImages"
+    ):
+        task.run(
+            [visit[d].image.copy() for d in ids],
+            [visit[d].background for d in ids],
+            [frames.skies[d] for d in ids],
+            frames.camera,
+            ids,
+        )
+
+
+def test_detector_ids_must_be_the_attached_detectors(frames, images):
+    ids = sorted(images)
+    task = SkyCorrectionTask(config=make_config(frames))
+    with pytest.raises(VisitImageError, match="differ from the detectors attached"):
+        task.run([images[d].copy() for d in ids], None, [frames.skies[d] for d in ids], None, ids[::-1])
+
+
+def test_corrected_visit_images_from_the_task(frames, images):
+    result, _, ids = run_visit_images(frames, images, doWriteCorrectedVisitImage=True, correctionEntry="mine")
+    for d, corrected, out, bg in zip(
+        ids, result.correctedExp, result.correctedVisitImage, result.skyCorr, strict=True
+    ):
+        assert out.detector.id == d
+        # The task's corrected pixels, its input's entries plus its own.
+        np.testing.assert_array_equal(out.image.array, corrected.image.array)
+        assert set(out.backgrounds) == {"subtracted", "mine"} and out.backgrounds.subtracted.name == "mine"
+        terms = BackgroundList(*list(bg)[1:]).getImage().array
+        assert np.abs(out.backgrounds["mine"].field.render(out.bbox).array - terms).max() < 0.5
+        assert "mine" not in corrected.backgrounds  # a copy: correctedExp keeps the input's map

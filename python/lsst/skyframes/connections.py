@@ -29,24 +29,36 @@ _PACKAGE_PREFIX = "lsst.skyframes."
 _RENAME_SUFFIX = "_skyframes"
 
 
-def camera_connection() -> cT.PrerequisiteInput:
+def camera_connection(*, optional: bool = False) -> cT.PrerequisiteInput:
     """Return the prerequisite ``camera`` calibration connection.
 
     The camera (`~lsst.skyframes.camera.Camera`, storage class ``SkyCamera``)
     is certified into ``<instrument>/calib`` with an unbounded validity range
     by `~lsst.skyframes.repo.register_camera`.
 
+    Parameters
+    ----------
+    optional : `bool`, optional
+        Whether a quantum may run without it (``minimum=0``): for a task that
+        can take the focal-plane geometry from its inputs instead (the
+        detectors attached to lsst.images VisitImages), so that a
+        repository with no ``camera`` dataset still builds a graph.
+
     Returns
     -------
     connection : `lsst.pipe.base.connectionTypes.PrerequisiteInput`
         A new connection, to assign to a connections class attribute.
     """
+    doc = "Camera geometry."
+    if optional:
+        doc = "Camera geometry; without one, the detectors attached to the input VisitImages."
     return cT.PrerequisiteInput(
         name="camera",
-        doc="Camera geometry.",
+        doc=doc,
         storageClass="SkyCamera",
         dimensions=("instrument",),
         isCalibration=True,
+        minimum=0 if optional else 1,
     )
 
 

@@ -67,14 +67,20 @@ from lsst.utils.timer import timeMethod
 from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import BoxMismatchError, FocalPlaneCoverageError, MissingSkyFrameError, NoDataError
+from .errors import (
+    BoxMismatchError,
+    FocalPlaneCoverageError,
+    MissingSkyFrameError,
+    NoDataError,
+    VisitImageError,
+)
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
-from .visit_images import camera_from_visit_images, subtracted_background
+from .visit_images import camera_from_visit_images, subtracted_background, with_correction
 
 # ---------------------------------------------------------------------------------------------------------
 # Connections and configuration
@@ -137,7 +143,9 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         multiple=True,
         minimum=0,
     )
-    camera = camera_connection()
+    # Optional: without one, run takes the detectors attached to the
+    # VisitImages (a Rubin repository has no skyframes camera dataset).
+    camera = camera_connection(optional=True)
     skyCorr = cT.Output(
         name="skyCorr",
         doc="Everything subtracted from the sky-corrected image: calExp - skyCorr.getImage() is the "
@@ -150,6 +158,14 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         name="sky_corrected_visit_image",
         doc="The sky-corrected images (only with doWriteCorrected).",
         storageClass="MaskedImageV2",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+    )
+    correctedVisitImage = cT.Output(
+        name="skyCorr_visit_image",
+        doc="The sky-corrected VisitImages, their BackgroundMap gaining this task's correction as entry "
+        "correctionEntry (only with doWriteCorrectedVisitImage; needs VisitImage inputs).",
+        storageClass="VisitImage",
         dimensions=("instrument", "visit", "detector"),
         multiple=True,
     )
@@ -185,6 +201,8 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
             return
         if not config.doWriteCorrected:
             del self.correctedExp
+        if not config.doWriteCorrectedVisitImage:
+            del self.correctedVisitImage
         if not config.doPlotMosaics:
             del self.calExpMosaicPlot
             del self.calBkgMosaicPlot
@@ -250,6 +268,16 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
         optional=True,
     )
     doWriteCorrected = Field[bool](doc="Also write the sky-corrected images?", default=False)
+    doWriteCorrectedVisitImage = Field[bool](
+        doc="Also write the sky-corrected images as VisitImages (skyCorr_visit_image) whose BackgroundMap "
+        "gains this task's correction, the terms after the restored background (Rubin's "
+        "'differential_composed'), as entry correctionEntry? Needs lsst.images VisitImage inputs.",
+        default=False,
+    )
+    correctionEntry = Field[str](
+        doc="Name of the BackgroundMap entry holding this task's correction in skyCorr_visit_image.",
+        default="skyCorr",
+    )
     doPlotMosaics = Field[bool](doc="Write PNG plots of the two mosaics?", default=True)
 
     def setDefaults(self) -> None:
@@ -397,14 +425,6 @@ class SkyCorrectionTask(PipelineTask):
         calBkgs = None
         if inputRefs.calBkgs:
             calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
-        else:
-            # Images ingested without their background (skyframes ingest
-            # --visit-images): nothing was subtracted from any of them.
-            self.log.warning(
-                "No %s for any detector of this visit: taking it that nothing was subtracted from the "
-                "images.",
-                self.config.connections.calBkgs,
-            )
         skyFrames = skyComponents = ratios = None
         if self.config.doSky and self.config.nComponents == 1:
             skyFrames = self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds)
@@ -413,7 +433,9 @@ class SkyCorrectionTask(PipelineTask):
         if self.config.doApplyFlatBackgroundRatio:
             # Deferred handles: each ratio image is read when its detector is.
             ratios = self._byDetector(butlerQC, inputRefs.backgroundToPhotometricRatioHandles, detectorIds)
-        camera = butlerQC.get(inputRefs.camera)
+        # A connection with minimum=0 and no dataset is left unset.
+        cameraRef = getattr(inputRefs, "camera", None)
+        camera = butlerQC.get(cameraRef) if cameraRef is not None else None
         try:
             outputs = self.run(
                 calExps=calExps,
@@ -439,6 +461,10 @@ class SkyCorrectionTask(PipelineTask):
             for ref in outputRefs.correctedExp:
                 if ref.dataId["detector"] in index:
                     butlerQC.put(outputs.correctedExp[index[ref.dataId["detector"]]], ref)
+        if self.config.doWriteCorrectedVisitImage:
+            for ref in outputRefs.correctedVisitImage:
+                if ref.dataId["detector"] in index:
+                    butlerQC.put(outputs.correctedVisitImage[index[ref.dataId["detector"]]], ref)
         butlerQC.put(outputs.calExpMosaic, outputRefs.calExpMosaic)
         butlerQC.put(outputs.calBkgMosaic, outputRefs.calBkgMosaic)
         if self.config.doPlotMosaics:
@@ -539,7 +565,12 @@ class SkyCorrectionTask(PipelineTask):
               ``nComponents`` > 1 the first coefficient);
             - ``skyComponentCoefficients``: `numpy.ndarray` of the
               ``nComponents`` fitted coefficients (``[skyFrameScale]`` for
-              one component, empty without ``doSky``).
+              one component, empty without ``doSky``);
+            - ``correctedVisitImage``: with ``doWriteCorrectedVisitImage``,
+              `list` of `lsst.images.VisitImage`: ``correctedExp`` whose
+              ``BackgroundMap`` gains the ``skyCorr`` elements after the
+              restored background as entry ``correctionEntry``
+              (`~lsst.skyframes.visit_images.with_correction`); else `None`.
 
         Raises
         ------
@@ -548,7 +579,9 @@ class SkyCorrectionTask(PipelineTask):
             ``visitImageBackgroundEntry`` entry.
         lsst.skyframes.errors.VisitImageError
             Raised if ``camera`` is `None` and an image is not a VisitImage
-            or its detector cannot be described.
+            or its detector cannot be described, if ``detectorIds`` differ
+            from the attached detectors, or if ``doWriteCorrectedVisitImage``
+            is set and an image is not a VisitImage.
         MissingSkyFrameError
             Raised, before any image is read, if no detector takes part
             because none has a sky frame (or templates); the message names
@@ -578,6 +611,7 @@ class SkyCorrectionTask(PipelineTask):
         are binned and small.
         """
         ids = [int(d) for d in detectorIds]
+        self._warnedNoBackgrounds = False
         n = len(ids)
         if n == 0:
             raise NoDataError("SkyCorrectionTask.run got no images; a visit needs at least one detector.")
@@ -606,7 +640,7 @@ class SkyCorrectionTask(PipelineTask):
             camera = camera_from_visit_images(inputs["calExps"])
             attached = [image.detector.id for image in inputs["calExps"]]
             if attached != ids:
-                raise ValueError(
+                raise VisitImageError(
                     f"SkyCorrectionTask.run: detectorIds {ids} differ from the detectors attached to the "
                     f"images {attached}; pass the ids in the images' order."
                 )
@@ -630,6 +664,7 @@ class SkyCorrectionTask(PipelineTask):
         skyCorr: list[BackgroundList] = []
         for detector, calExp, calBkg, ratio in zip(detectors, calExps, calBkgs, ratios, strict=True):
             image = _load(calExp)
+            self._checkImageType(image, detector, noBackgrounds=calBkgs is absent)
             if self.config.doApplyFlatBackgroundRatio:
                 # Before any background work, as the reference does: the
                 # restored background below is then added unscaled.
@@ -679,6 +714,14 @@ class SkyCorrectionTask(PipelineTask):
         result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
         result.skyComponentCoefficients = coefficients
         result.detectorIds = ids
+        result.correctedVisitImage = None
+        if self.config.doWriteCorrectedVisitImage:
+            result.correctedVisitImage = [
+                with_correction(
+                    image, bgList, self.config.correctionEntry, restored=n, image_is_corrected=True
+                )
+                for image, bgList, n in zip(images, skyCorr, nOriginal, strict=True)
+            ]
         return result
 
     # What each required input is, and how to provide it, for the messages
@@ -771,6 +814,33 @@ class SkyCorrectionTask(PipelineTask):
         if variance is not None:
             variance.array *= ratio.array**2
         self.log.debug("Detector %d: multiplied by its background to photometric ratio.", detector.id)
+
+    def _checkImageType(self, image: MaskedImage, detector: DetectorGeometry, *, noBackgrounds: bool) -> None:
+        """Say what a non-VisitImage input lacks, before any work is done on it.
+
+        Without calBkgs a VisitImage's background comes from its
+        ``BackgroundMap``; any other image is taken to have had nothing
+        subtracted, which is logged (once per visit). doWriteCorrectedVisitImage
+        needs VisitImages, so it fails here rather than after the models.
+        """
+        if isinstance(image, VisitImage):
+            return
+        if self.config.doWriteCorrectedVisitImage:
+            raise VisitImageError(
+                f"doWriteCorrectedVisitImage=True needs lsst.images VisitImages, but detector {detector.id} "
+                f"({detector.name}) is a {type(image).__name__}; store the inputs as VisitImages "
+                f"(storage class VisitImage) or set doWriteCorrectedVisitImage=False (doWriteCorrected "
+                "writes the corrected images as they are)."
+            )
+        if noBackgrounds and not self._warnedNoBackgrounds:
+            # Images ingested without their background (skyframes ingest
+            # --visit-images): nothing was subtracted from any of them.
+            self._warnedNoBackgrounds = True
+            self.log.warning(
+                "No %s for the detectors of this visit and the images are not VisitImages (whose "
+                "BackgroundMap would say): taking it that nothing was subtracted from them.",
+                self.config.connections.calBkgs,
+            )
 
     def _visitImageBackground(self, image: VisitImage) -> BackgroundList | None:
         """Return the background a VisitImage says was subtracted, or `None` if configured so."""

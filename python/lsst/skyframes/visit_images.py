@@ -285,7 +285,8 @@ def camera_from_visit_images(images: Iterable[VisitImage]) -> Camera:
         if not isinstance(image, VisitImage):
             raise VisitImageError(
                 f"Without a camera the detectors come from the images, but got a {type(image).__name__}; "
-                "pass lsst.images VisitImages (with their detectors) or pass the camera."
+                "pass lsst.images VisitImages (with their detectors) or pass the camera (in a pipeline: "
+                "register it with `skyframes register REPO camera.yaml` and give <instrument>/calib with -i)."
             )
         geometry = detector_geometry(image.detector)
         if geometry.id in detectors:
@@ -532,6 +533,7 @@ def with_correction(
     *,
     restored: int = 1,
     nodes_per_bin: int = 4,
+    image_is_corrected: bool = False,
     description: str = "Sky correction by skyframes' SkyCorrectionTask (sky frame and focal-plane "
     "models), to be subtracted after restoring the background marked subtracted before it.",
 ) -> VisitImage:
@@ -540,8 +542,8 @@ def with_correction(
     Parameters
     ----------
     visit_image : `lsst.images.VisitImage`
-        The image as the task read it (not the task's ``correctedExp``, which
-        is corrected in place).
+        The image as the task read it, or with ``image_is_corrected`` the
+        task's ``correctedExp`` (corrected in place).
     skyCorr : `~lsst.skyframes.background.BackgroundList`
         The task's ``skyCorr`` for this detector: ``restored`` elements that
         undo the subtracted background, then the task's models.
@@ -557,6 +559,10 @@ def with_correction(
         of the field that resamples the element's rendering (see Notes).
     description : `str`, optional
         Description of the new entry.
+    image_is_corrected : `bool`, optional
+        Whether ``visit_image``'s pixels are already corrected (the task's
+        ``correctedExp``, which keeps the input's ``BackgroundMap``): they
+        are then copied as they are instead of having ``skyCorr`` subtracted.
 
     Returns
     -------
@@ -619,6 +625,7 @@ def with_correction(
         # the entry it restored); say so, so readers need no scaling.
         correction = correction * visit_image.unit
     result = visit_image.copy()
-    result.image.array[...] = visit_image.image.array - skyCorr.getImage().array
+    if not image_is_corrected:
+        result.image.array[...] = visit_image.image.array - skyCorr.getImage().array
     result.backgrounds.add(entry, correction, description, is_subtracted=True)
     return result
