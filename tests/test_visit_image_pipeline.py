@@ -5,9 +5,11 @@ instrument's dimension records, the sky frames (``sky``, certified), and each de
 ``preliminary_visit_image`` as a ``VisitImage`` built with lsst.images alone (its detector with
 the focal-plane layout, a Gaussian PSF, the band, and the background the simulated calibration
 subtracted as BackgroundMap entry "subtracted"). There is no ``camera`` dataset and no
-``preliminary_visit_image_background``. The visit and the sky frames are test_correction's
-(a 2x2 camera of 256 px detectors), so the pipeline's numbers can be set against the same visit
-through the Task with ``MaskedImage`` inputs and against the simulation's truth.
+``preliminary_visit_image_background``; as in a Rubin repository, both dataset types are
+registered with afw storage classes, and the run renames the two connections as the README says.
+The visit and the sky frames are test_correction's (a 2x2 camera of 256 px detectors), so the
+pipeline's numbers can be set against the same visit through the Task with ``MaskedImage`` inputs
+and against the simulation's truth.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def repo(tmp_path_factory, frames, visit):
             isCalibration=True,
         )
     )
+    # As a Rubin repository registers them, with afw storage classes daf_butler cannot convert:
+    # the run below points these connections elsewhere, as the README says.
+    butler.registry.registerDatasetType(
+        DatasetType("preliminary_visit_image_background", DIMENSIONS, "Background", universe=universe)
+    )
+    butler.registry.registerDatasetType(
+        DatasetType("camera", ("instrument",), "Camera", universe=universe, isCalibration=True)
+    )
     for run in (VISITS_RUN, SKY_RUN):
         butler.registry.registerRun(run)
     for d, sky in frames.skies.items():
@@ -120,7 +130,6 @@ def repo(tmp_path_factory, frames, visit):
             detector=d,
             run=VISITS_RUN,
         )
-    assert not butler.registry.queryDatasetTypes("camera")
     return root, inputs
 
 
@@ -140,6 +149,12 @@ def pipeline_run(repo, frames):
         str(APPLY_PIPELINE),
         "--register-dataset-types",
         *_config_options(frames),
+        # The README's renames for a Rubin repository: names with no datasets, so the
+        # backgrounds and detectors come from the VisitImages.
+        "-c",
+        "skyCorr:connections.calBkgs=preliminary_visit_image_background_skyframes",
+        "-c",
+        "skyCorr:connections.camera=camera_skyframes",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
