@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from lsst.daf.butler import Butler, DatasetType, DeferredDatasetHandle
-from lsst.images import Image, MaskedImage
+from lsst.images import Image, MaskedImage, VisitImage
 from lsst.pex.config import ConfigField, ConfigurableField, Field, FieldValidationError, ListField, RangeField
 from lsst.pipe.base import (
     AlgorithmError,
@@ -67,13 +67,20 @@ from lsst.utils.timer import timeMethod
 from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import BoxMismatchError, FocalPlaneCoverageError, MissingSkyFrameError, NoDataError
+from .errors import (
+    BoxMismatchError,
+    FocalPlaneCoverageError,
+    MissingSkyFrameError,
+    NoDataError,
+    VisitImageError,
+)
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask, require_same_bbox
 from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
+from .visit_images import camera_from_visit_images, subtracted_background, with_correction
 
 # ---------------------------------------------------------------------------------------------------------
 # Connections and configuration
@@ -136,7 +143,9 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         multiple=True,
         minimum=0,
     )
-    camera = camera_connection()
+    # Optional: without one, run takes the detectors attached to the
+    # VisitImages (a Rubin repository has no skyframes camera dataset).
+    camera = camera_connection(optional=True)
     skyCorr = cT.Output(
         name="skyCorr",
         doc="Everything subtracted from the sky-corrected image: calExp - skyCorr.getImage() is the "
@@ -149,6 +158,14 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
         name="sky_corrected_visit_image",
         doc="The sky-corrected images (only with doWriteCorrected).",
         storageClass="MaskedImageV2",
+        dimensions=("instrument", "visit", "detector"),
+        multiple=True,
+    )
+    correctedVisitImage = cT.Output(
+        name="skyCorr_visit_image",
+        doc="The sky-corrected VisitImages, their BackgroundMap gaining this task's correction as entry "
+        "correctionEntry (only with doWriteCorrectedVisitImage; needs VisitImage inputs).",
+        storageClass="VisitImage",
         dimensions=("instrument", "visit", "detector"),
         multiple=True,
     )
@@ -184,6 +201,8 @@ class SkyCorrectionConnections(PipelineTaskConnections, dimensions=("instrument"
             return
         if not config.doWriteCorrected:
             del self.correctedExp
+        if not config.doWriteCorrectedVisitImage:
+            del self.correctedVisitImage
         if not config.doPlotMosaics:
             del self.calExpMosaicPlot
             del self.calBkgMosaicPlot
@@ -240,7 +259,25 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
     mosaicMask = ListField[str](
         doc="Mask planes whose pixels the corrected-image mosaic ignores.", default=["BAD", "SAT", "NO_DATA"]
     )
+    visitImageBackgroundEntry = Field[str](
+        doc="For lsst.images VisitImage inputs without separate backgrounds (calBkgs): the entry of each "
+        "image's BackgroundMap holding the background already subtracted, restored before any model "
+        "(Rubin's rewrite task names it 'subtracted'); None if nothing was subtracted. Ignored for "
+        "images given with their calBkgs.",
+        default="subtracted",
+        optional=True,
+    )
     doWriteCorrected = Field[bool](doc="Also write the sky-corrected images?", default=False)
+    doWriteCorrectedVisitImage = Field[bool](
+        doc="Also write the sky-corrected images as VisitImages (skyCorr_visit_image) whose BackgroundMap "
+        "gains this task's correction, the terms after the restored background (Rubin's "
+        "'differential_composed'), as entry correctionEntry? Needs lsst.images VisitImage inputs.",
+        default=False,
+    )
+    correctionEntry = Field[str](
+        doc="Name of the BackgroundMap entry holding this task's correction in skyCorr_visit_image.",
+        default="skyCorr",
+    )
     doPlotMosaics = Field[bool](doc="Write PNG plots of the two mosaics?", default=True)
 
     def setDefaults(self) -> None:
@@ -388,14 +425,6 @@ class SkyCorrectionTask(PipelineTask):
         calBkgs = None
         if inputRefs.calBkgs:
             calBkgs = self._byDetector(butlerQC, inputRefs.calBkgs, detectorIds)
-        else:
-            # Images ingested without their background (skyframes ingest
-            # --visit-images): nothing was subtracted from any of them.
-            self.log.warning(
-                "No %s for any detector of this visit: taking it that nothing was subtracted from the "
-                "images.",
-                self.config.connections.calBkgs,
-            )
         skyFrames = skyComponents = ratios = None
         if self.config.doSky and self.config.nComponents == 1:
             skyFrames = self._byDetector(butlerQC, inputRefs.skyFrames, detectorIds)
@@ -404,7 +433,9 @@ class SkyCorrectionTask(PipelineTask):
         if self.config.doApplyFlatBackgroundRatio:
             # Deferred handles: each ratio image is read when its detector is.
             ratios = self._byDetector(butlerQC, inputRefs.backgroundToPhotometricRatioHandles, detectorIds)
-        camera = butlerQC.get(inputRefs.camera)
+        # A connection with minimum=0 and no dataset is left unset.
+        cameraRef = getattr(inputRefs, "camera", None)
+        camera = butlerQC.get(cameraRef) if cameraRef is not None else None
         try:
             outputs = self.run(
                 calExps=calExps,
@@ -430,6 +461,10 @@ class SkyCorrectionTask(PipelineTask):
             for ref in outputRefs.correctedExp:
                 if ref.dataId["detector"] in index:
                     butlerQC.put(outputs.correctedExp[index[ref.dataId["detector"]]], ref)
+        if self.config.doWriteCorrectedVisitImage:
+            for ref in outputRefs.correctedVisitImage:
+                if ref.dataId["detector"] in index:
+                    butlerQC.put(outputs.correctedVisitImage[index[ref.dataId["detector"]]], ref)
         butlerQC.put(outputs.calExpMosaic, outputRefs.calExpMosaic)
         butlerQC.put(outputs.calBkgMosaic, outputRefs.calBkgMosaic)
         if self.config.doPlotMosaics:
@@ -453,7 +488,7 @@ class SkyCorrectionTask(PipelineTask):
         calExps: Sequence[MaskedImage | DeferredDatasetHandle],
         calBkgs: Sequence[BackgroundList | None] | None,
         skyFrames: Sequence[MaskedImage | None] | None,
-        camera: Camera,
+        camera: Camera | None,
         detectorIds: Sequence[int],
         skyComponents: Sequence[BackgroundList | None] | None = None,
         backgroundToPhotometricRatioHandles: Sequence[Image | DeferredDatasetHandle | None] | None = None,
@@ -478,13 +513,19 @@ class SkyCorrectionTask(PipelineTask):
         calBkgs : sequence of `BackgroundList` or `None`, or `None`
             Background already subtracted from each image; a detector whose
             entry is `None` is skipped. `None` for the whole visit means
-            nothing was subtracted from any image.
+            nothing was subtracted from any image, except from
+            `lsst.images.VisitImage` inputs, whose background is then their
+            ``BackgroundMap`` entry ``visitImageBackgroundEntry``
+            (`~lsst.skyframes.visit_images.subtracted_background`, restored
+            exactly as its field renders).
         skyFrames : sequence of `lsst.images.MaskedImage` or `None`, or `None`
             Sky frame of each detector (``sky`` calibrations); if ``doSky``
             and ``nComponents`` is 1 a detector without one is skipped;
             ignored otherwise.
-        camera : `~lsst.skyframes.camera.Camera`
-            Camera geometry.
+        camera : `~lsst.skyframes.camera.Camera` or `None`
+            Camera geometry; `None` takes it from the detectors attached to
+            the images, which must then be `lsst.images.VisitImage`
+            (`~lsst.skyframes.visit_images.camera_from_visit_images`).
         detectorIds : sequence of `int`
             Detector id of each image.
         skyComponents : sequence of `BackgroundList` or `None`, or `None`
@@ -524,10 +565,23 @@ class SkyCorrectionTask(PipelineTask):
               ``nComponents`` > 1 the first coefficient);
             - ``skyComponentCoefficients``: `numpy.ndarray` of the
               ``nComponents`` fitted coefficients (``[skyFrameScale]`` for
-              one component, empty without ``doSky``).
+              one component, empty without ``doSky``);
+            - ``correctedVisitImage``: with ``doWriteCorrectedVisitImage``,
+              `list` of `lsst.images.VisitImage`: ``correctedExp`` whose
+              ``BackgroundMap`` gains the ``skyCorr`` elements after the
+              restored background as entry ``correctionEntry``
+              (`~lsst.skyframes.visit_images.with_correction`); else `None`.
 
         Raises
         ------
+        lsst.skyframes.errors.BackgroundEntryError
+            Raised if a VisitImage given without calBkgs lacks the
+            ``visitImageBackgroundEntry`` entry.
+        lsst.skyframes.errors.VisitImageError
+            Raised if ``camera`` is `None` and an image is not a VisitImage
+            or its detector cannot be described, if ``detectorIds`` differ
+            from the attached detectors, or if ``doWriteCorrectedVisitImage``
+            is set and an image is not a VisitImage.
         MissingSkyFrameError
             Raised, before any image is read, if no detector takes part
             because none has a sky frame (or templates); the message names
@@ -557,6 +611,7 @@ class SkyCorrectionTask(PipelineTask):
         are binned and small.
         """
         ids = [int(d) for d in detectorIds]
+        self._warnedNoBackgrounds = False
         n = len(ids)
         if n == 0:
             raise NoDataError("SkyCorrectionTask.run got no images; a visit needs at least one detector.")
@@ -578,6 +633,17 @@ class SkyCorrectionTask(PipelineTask):
                     f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
                     "pass one entry per detector (None where a detector lacks it)."
                 )
+        if camera is None:
+            # The detectors come from the images: read them now (they are
+            # held for the whole visit anyway, see Notes).
+            inputs["calExps"] = [_load(c) for c in inputs["calExps"]]
+            camera = camera_from_visit_images(inputs["calExps"])
+            attached = [image.detector.id for image in inputs["calExps"]]
+            if attached != ids:
+                raise VisitImageError(
+                    f"SkyCorrectionTask.run: detectorIds {ids} differ from the detectors attached to the "
+                    f"images {attached}; pass the ids in the images' order."
+                )
         keep = self._selectDetectors(ids, inputs, camera)
         ids = [ids[k] for k in keep]
         detectors = [camera[d] for d in ids]
@@ -598,11 +664,15 @@ class SkyCorrectionTask(PipelineTask):
         skyCorr: list[BackgroundList] = []
         for detector, calExp, calBkg, ratio in zip(detectors, calExps, calBkgs, ratios, strict=True):
             image = _load(calExp)
+            self._checkImageType(image, detector, noBackgrounds=calBkgs is absent)
             if self.config.doApplyFlatBackgroundRatio:
                 # Before any background work, as the reference does: the
                 # restored background below is then added unscaled.
                 self._applyFlatBackgroundRatio(image, _load(ratio), detector)
-            skyCorr.append(self._restoreBackground(image, _load(calBkg), detector))
+            calBkg = _load(calBkg)
+            if calBkgs is absent and isinstance(image, VisitImage):
+                calBkg = self._visitImageBackground(image)
+            skyCorr.append(self._restoreBackground(image, calBkg, detector))
             if self.config.doMaskObjects:
                 # As the reference: find objects only (DETECTED stays set, the pixels are untouched).
                 self.maskObjects.findObjects(image)
@@ -644,6 +714,14 @@ class SkyCorrectionTask(PipelineTask):
         result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
         result.skyComponentCoefficients = coefficients
         result.detectorIds = ids
+        result.correctedVisitImage = None
+        if self.config.doWriteCorrectedVisitImage:
+            result.correctedVisitImage = [
+                with_correction(
+                    image, bgList, self.config.correctionEntry, restored=n, image_is_corrected=True
+                )
+                for image, bgList, n in zip(images, skyCorr, nOriginal, strict=True)
+            ]
         return result
 
     # What each required input is, and how to provide it, for the messages
@@ -736,6 +814,40 @@ class SkyCorrectionTask(PipelineTask):
         if variance is not None:
             variance.array *= ratio.array**2
         self.log.debug("Detector %d: multiplied by its background to photometric ratio.", detector.id)
+
+    def _checkImageType(self, image: MaskedImage, detector: DetectorGeometry, *, noBackgrounds: bool) -> None:
+        """Say what a non-VisitImage input lacks, before any work is done on it.
+
+        Without calBkgs a VisitImage's background comes from its
+        ``BackgroundMap``; any other image is taken to have had nothing
+        subtracted, which is logged (once per visit). doWriteCorrectedVisitImage
+        needs VisitImages, so it fails here rather than after the models.
+        """
+        if isinstance(image, VisitImage):
+            return
+        if self.config.doWriteCorrectedVisitImage:
+            raise VisitImageError(
+                f"doWriteCorrectedVisitImage=True needs lsst.images VisitImages, but detector {detector.id} "
+                f"({detector.name}) is a {type(image).__name__}; store the inputs as VisitImages "
+                f"(storage class VisitImage) or set doWriteCorrectedVisitImage=False (doWriteCorrected "
+                "writes the corrected images as they are)."
+            )
+        if noBackgrounds and not self._warnedNoBackgrounds:
+            # Images ingested without their background (skyframes ingest
+            # --visit-images): nothing was subtracted from any of them.
+            self._warnedNoBackgrounds = True
+            self.log.warning(
+                "No %s for the detectors of this visit and the images are not VisitImages (whose "
+                "BackgroundMap would say): taking it that nothing was subtracted from them.",
+                self.config.connections.calBkgs,
+            )
+
+    def _visitImageBackground(self, image: VisitImage) -> BackgroundList | None:
+        """Return the background a VisitImage says was subtracted, or `None` if configured so."""
+        entry = self.config.visitImageBackgroundEntry
+        if entry is None:
+            return None
+        return subtracted_background(image, entry)
 
     def _restoreBackground(
         self, image: MaskedImage, calBkg: BackgroundList | None, detector: DetectorGeometry

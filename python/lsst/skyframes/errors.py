@@ -14,7 +14,11 @@ from typing import Any
 # failed quantum must derive from pipe_base's classes.
 from lsst.pipe.base import AlgorithmError, RepeatableQuantumError
 
+# A storage-class clash is pipe_base's incompatible dataset type, named with its fix.
+from lsst.pipe.base.pipeline_graph import IncompatibleDatasetTypeError
+
 __all__ = [
+    "BackgroundEntryError",
     "BackgroundFileError",
     "BoxMismatchError",
     "CameraConflictError",
@@ -36,11 +40,13 @@ __all__ = [
     "ProblemTooLargeError",
     "RepoConfigError",
     "SkyFramesError",
+    "StorageClassClashError",
     "UndersampledError",
     "UnsupportedStyleError",
     "UnusableImageError",
     "UsageError",
     "ValidityRangeError",
+    "VisitImageError",
 ]
 
 
@@ -163,6 +169,31 @@ class CameraConflictError(SkyFramesError, ValueError):
     """A different camera is already registered under the same instrument name."""
 
 
+class StorageClassClashError(SkyFramesError, IncompatibleDatasetTypeError):
+    """A dataset type that a skyframes task reads or writes is registered in
+    the repository with a storage class that daf_butler cannot convert to or
+    from the task's (an afw ``Background`` ``skyCorr``, an ``ExposureF``
+    ``sky``...).
+
+    Raised while the quantum graph is built, before any quantum runs; the
+    message names each dataset type, both storage classes and the
+    ``-c LABEL:connections.NAME=...`` overrides that avoid the clash.  A
+    `~lsst.pipe.base.pipeline_graph.IncompatibleDatasetTypeError` too, which
+    pipe_base would otherwise raise with a generic message.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    clashes : sequence of `tuple` [`str`, `str`, `str`]
+        ``(dataset type, registered storage class, task storage class)``.
+    """
+
+    def __init__(self, message: str, clashes: Sequence[tuple[str, str, str]]) -> None:
+        super().__init__(message)
+        self.clashes = tuple(tuple(c) for c in clashes)
+
+
 class NotRegisteredError(SkyFramesError, LookupError):
     """An instrument or its camera is not registered in the repository."""
 
@@ -223,3 +254,37 @@ class FocalPlaneCoverageError(NoDataError, AlgorithmError):
             "threshold": self.threshold,
             "goodPixels": {str(k): v for k, v in self.goodPixels.items()},
         }
+
+
+class VisitImageError(SkyFramesError, ValueError):
+    """An lsst.images ``VisitImage`` lacks what skyframes needs of it.
+
+    For example an image passed without a camera whose detector cannot be
+    described as a `~lsst.skyframes.camera.DetectorGeometry` (a mirrored or
+    non-linear pixel to focal-plane transform), or a plain ``MaskedImage``
+    where the detector must come from the image.
+    """
+
+
+class BackgroundEntryError(VisitImageError, KeyError):
+    """A ``VisitImage``'s ``BackgroundMap`` has no entry of the requested name.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it (the entries present, the config
+        field to set).
+    entry : `str`
+        The entry asked for.
+    present : sequence of `str`
+        The entries the map holds.
+    """
+
+    def __init__(self, message: str, entry: str, present: Sequence[str]) -> None:
+        super().__init__(message)
+        self.entry = entry
+        self.present = tuple(present)
+
+    def __str__(self) -> str:
+        # KeyError would quote the message; show it as written.
+        return str(self.args[0])

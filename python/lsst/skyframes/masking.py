@@ -236,7 +236,9 @@ class MaskObjectsTask(Task):
                 break
             background = self.subtractBackground.fitBackground(exposure, ignored=ignored).getImageF().array
             residual = MaskedImage(
-                Image(np.subtract(array, background, dtype=np.float32), bbox=pixels.bbox),
+                # The image's unit too: lsst.images refuses a variance with
+                # units beside an image without (every VisitImage has units).
+                Image(np.subtract(array, background, dtype=np.float32), bbox=pixels.bbox, unit=pixels.unit),
                 mask=mask,
                 variance=exposure.variance,
             )
