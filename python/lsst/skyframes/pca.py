@@ -30,6 +30,21 @@ calibrations: ``sky``, component 1 in the format above (storage class
 element, element k-1 being template k as a `BackgroundMI` whose stats image
 is the template's one-pixel-per-bin image). `SkyCorrectionTask` with
 ``nComponents`` = K' ≤ K uses the first K' elements.
+
+Memory
+------
+The PCA works on the whole focal plane, one row of bins per exposure, but
+never holds that (n_exposures, n_bins) matrix: `SkyPcaTask` reads it from the
+input backgrounds in chunks of about ``PCA_CHUNK_ENTRIES`` entries (columns
+of one detector), again at every pass, and keeps between passes only per-bin
+rows (two rounds' K templates and each bin's robust sigma), per-exposure
+normal equations and the exposures' Gram matrix (see
+``lsst.skyframes._robust_pca``).  Its working memory beyond the inputs
+(`pca_memory_bytes`, refused above ``pca.maxMemoryGiB``) is about
+8 (2K + 1) + 12 K bytes per bin (with the output images) plus at most
+25 MiB, and grows with the number of exposures only by the Gram matrix and by
+the per-detector average that makes component 1.  The inputs, one float32 stats image (value, mask, error) per
+exposure and detector, are the caller's: about 10 bytes per exposure and bin.
 """
 
 from __future__ import annotations
@@ -37,9 +52,11 @@ from __future__ import annotations
 __all__ = [
     "RobustPcaResult",
     "SkyPcaConfig",
+    "PCA_AVERAGE_BYTES_PER_ENTRY",
     "PCA_BYTES_PER_BIN_ROW",
     "PCA_BYTES_PER_ENTRY",
     "PCA_CHUNK_ENTRIES",
+    "PCA_OUTPUT_BYTES_PER_BIN",
     "SkyPcaTask",
     "fit_component_scales",
     "pca_memory_bytes",
@@ -66,14 +83,21 @@ from .mask_planes import default_mask_schema
 from .sky_measurement import REFERENCE_IQR_TO_SIGMA, SkyMeasurementConfig, SkyMeasurementTask
 from .statistics import bad_pixel_mask, binned_statistics
 
-# Working memory of the robust PCA (see pca_memory_bytes): it streams the
-# (n_exposures, n_bins) problem in chunks of columns of about
-# PCA_CHUNK_ENTRIES entries, each needing PCA_BYTES_PER_ENTRY bytes per entry
-# while it is worked on, and keeps PCA_BYTES_PER_BIN_ROW bytes per bin for each
-# of 2K + 1 focal-plane rows (two rounds' templates and the bins' sigmas).
-PCA_CHUNK_ENTRIES = 2**20
-PCA_BYTES_PER_ENTRY = 120
+# Working memory of the robust PCA (see pca_memory_bytes).  It streams the
+# (n_exposures, n_bins) problem in chunks of about PCA_CHUNK_ENTRIES entries
+# (columns of one detector), which need PCA_BYTES_PER_ENTRY bytes per entry
+# while worked on (78 measured with tracemalloc), and keeps
+# PCA_BYTES_PER_BIN_ROW bytes per bin for each of 2K + 1 focal-plane rows (two
+# rounds' templates and the bins' sigmas).  SkyPcaTask then averages each
+# detector's backgrounds into component 1 (SkyMeasurementTask.averageBackgrounds,
+# 16 bytes per exposure and bin of one detector measured) and makes K float32
+# MaskedImages per detector (10 bytes per bin each).  2**18 entries (2 MiB per
+# float64 array) ran faster than 2**20 at 80 exposures: the arrays stay in cache.
+PCA_CHUNK_ENTRIES = 2**18
+PCA_BYTES_PER_ENTRY = 100
 PCA_BYTES_PER_BIN_ROW = 8
+PCA_AVERAGE_BYTES_PER_ENTRY = 24
+PCA_OUTPUT_BYTES_PER_BIN = 12
 
 
 def _chunk_columns(n_exposures: int) -> int:
@@ -213,11 +237,12 @@ class SkyPcaConfig(Config):
         optional=True,
     )
     maxMemoryGiB = RangeField[float](
-        doc="Refuse (ProblemTooLargeError) a PCA whose working memory, beyond the input backgrounds, is "
-        "estimated (pca_memory_bytes) to need more than this: about PCA_BYTES_PER_ENTRY bytes per entry "
-        "of one chunk of about PCA_CHUNK_ENTRIES (exposure, bin) entries (at most one detector's bins), "
-        "8 (2 nComponents + 1) bytes per bin of the whole focal plane, and the exposures' Gram matrix; "
-        "it does not grow with the number of exposures but for that matrix.",
+        doc="Refuse (ProblemTooLargeError) a PCA whose working memory beyond the input backgrounds is "
+        "estimated (pca_memory_bytes) above this: about 8 (2 nComponents + 1) + 12 nComponents bytes per "
+        "bin of the whole focal plane (templates, bin sigmas, output images), the larger of one chunk of "
+        "PCA_CHUNK_ENTRIES (exposure, bin) entries at PCA_BYTES_PER_ENTRY bytes each (at most 25 MiB) and "
+        "one detector's average of all exposures (24 bytes per exposure and bin), and the exposures' Gram "
+        "matrix. The inputs (about 10 bytes per exposure and bin) are not counted.",
         default=16.0,
         min=0.0,
         inclusiveMin=False,
@@ -237,33 +262,44 @@ def pca_memory_bytes(
     n_components : `int`, optional
         K.
     largest_block : `int`, optional
-        Bins of the largest detector (`SkyPcaTask` chunks detectors
-        separately); ``n_bins`` if `None` (`robust_pca` on one array).
+        Bins of the largest detector: the estimate of `SkyPcaTask.run`,
+        which chunks each detector separately, then averages each
+        detector's backgrounds into component 1 and makes the K output
+        images.  `None`: the estimate of `robust_pca` on one
+        (n_exposures, n_bins) array.
 
     Returns
     -------
     bytes : `int`
-        The sum of: ``PCA_BYTES_PER_ENTRY`` per entry of the largest chunk
-        (``min(largest_block, PCA_CHUNK_ENTRIES // n_exposures)`` columns of
-        every exposure: the chunk's values, noise, masks, model, residuals
-        and the quartile sort); ``PCA_BYTES_PER_BIN_ROW`` per bin for each of
-        2K + 1 focal-plane rows (the previous and the current round's
-        templates and the bins' robust sigma); float64 Gram matrix,
-        eigenvectors and per-exposure K x K normal equations.  With
-        ``PCA_CHUNK_ENTRIES`` = 2²⁰ the first term is at most about
-        120 MiB whatever the number of exposures.
+        The sum of ``PCA_BYTES_PER_BIN_ROW`` per bin for each of 2K + 1
+        focal-plane rows (the previous and the current round's templates and
+        the bins' robust sigma), the float64 Gram matrix and per-exposure
+        K x K normal equations, and the larger of ``PCA_BYTES_PER_ENTRY`` per
+        entry of the largest chunk (``min(largest_block, PCA_CHUNK_ENTRIES //
+        n_exposures)`` columns of every exposure: the chunk's values, noise,
+        masks, model, residuals and the quartile sort) and, for
+        `SkyPcaTask`, ``PCA_AVERAGE_BYTES_PER_ENTRY`` per exposure and bin of
+        the largest detector; for `SkyPcaTask` also
+        ``PCA_OUTPUT_BYTES_PER_BIN`` per bin and component (the output
+        images).  With ``PCA_CHUNK_ENTRIES`` = 2¹⁸ the chunk term is at most
+        25 MiB whatever the number of exposures; only the Gram matrix and the
+        per-detector average grow with it.
 
     Notes
     -----
-    `robust_pca` on an array also returns the (n_exposures, n_bins) bool
-    ``clipped`` mask, one byte per entry, which this does not count.
+    Neither the inputs (the caller's arrays or `BackgroundList` objects,
+    about 10 bytes per exposure and bin as float32 stats images) nor
+    `robust_pca`'s (n_exposures, n_bins) bool ``clipped`` result are counted.
     """
     n_exp = max(int(n_exposures), 1)
+    n_comp = int(n_components)
     block = int(n_bins) if largest_block is None else min(int(largest_block), int(n_bins))
-    chunk_entries = n_exp * min(block, _chunk_columns(n_exp))
-    per_bin = PCA_BYTES_PER_BIN_ROW * (2 * int(n_components) + 1) * int(n_bins) + int(n_bins)
-    per_exposure = 8 * n_exp * (3 * n_exp + 4 * int(n_components) ** 2 + 8)
-    return int(PCA_BYTES_PER_ENTRY * chunk_entries + per_bin + per_exposure)
+    chunk = PCA_BYTES_PER_ENTRY * n_exp * min(block, _chunk_columns(n_exp))
+    average = 0 if largest_block is None else PCA_AVERAGE_BYTES_PER_ENTRY * n_exp * block
+    outputs = 0 if largest_block is None else PCA_OUTPUT_BYTES_PER_BIN * n_comp
+    per_bin = (PCA_BYTES_PER_BIN_ROW * (2 * n_comp + 1) + 1 + outputs) * int(n_bins)
+    per_exposure = 8 * n_exp * (3 * n_exp + 4 * n_comp**2 + 8)
+    return int(max(chunk, average) + per_bin + per_exposure)
 
 
 def _detector_grid(bgs: Sequence[BackgroundList | None], detector: object) -> tuple[object, object]:
