@@ -1,8 +1,8 @@
 """Compile every numba kernel the tasks use, once, into the kernel cache.
 
 A fresh process loads the kernels it finds in numba's cache in well under a
-second; one that finds none compiles them, about half a minute of CPU before
-its first quantum. ``skyframes compile-kernels`` (or
+second; one that finds none compiles them, about a minute before its first
+quantum. ``skyframes compile-kernels`` (or
 ``python -m lsst.skyframes.kernel_cache``) fills the cache ahead of time by
 running the build and apply tasks on a tiny synthetic camera: the kernels
 are compiled for exactly the argument types (float32 images, the mask
@@ -12,15 +12,25 @@ time.
 
 Where the cache goes is decided by `lsst.skyframes._jit`: ``NUMBA_CACHE_DIR``
 if set, else the package's ``__pycache__`` if writeable, else
-``$XDG_CACHE_HOME/skyframes/numba`` (``~/.cache/skyframes/numba``). On a
-read-only installation each user (or a job's set-up) runs the command once
-for their cache directory, or points ``NUMBA_CACHE_DIR`` at a writeable
+``$XDG_CACHE_HOME/skyframes/numba`` (``~/.cache/skyframes/numba``). The
+installer of a shared read-only installation runs the command before making
+the files read-only: each user's first process then copies that cache into
+their directory. Otherwise each user (or a job's set-up) runs the command
+once for their cache directory, or points ``NUMBA_CACHE_DIR`` at a writeable
 directory filled by one run of the command.
 """
 
 from __future__ import annotations
 
-__all__ = ["KernelCacheEntry", "cache_entries", "compile_kernels", "index_file", "kernel_dispatchers", "main"]
+__all__ = [
+    "KernelCacheEntry",
+    "cache_entries",
+    "compile_kernels",
+    "index_file",
+    "kernel_dispatchers",
+    "main",
+    "run",
+]
 
 import argparse
 import dataclasses
