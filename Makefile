@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench lint clean clean-numba-cache
+.PHONY: venv demo test bench lint clean clean-numba-cache compile-kernels
 
 venv:
 	@scripts/bootstrap-venv
@@ -26,10 +26,18 @@ lint: venv
 	$(VENV)/bin/ruff format --check python tests benchmarks
 
 # numba checks a cached kernel against its own module's source only, so after editing
-# one kernel module its callers elsewhere keep the old code until the cache goes.
+# one kernel module its callers elsewhere keep the old code until the cache goes:
+# wherever it is (the package's __pycache__, NUMBA_CACHE_DIR, or the user cache directory
+# a read-only installation uses). Then `make compile-kernels` fills it again.
+USER_KERNEL_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/skyframes/numba
 clean-numba-cache:
 	find python -path '*/__pycache__/*' \( -name '*.nbi' -o -name '*.nbc' \) -delete
 	@if [ -n "$$NUMBA_CACHE_DIR" ]; then find "$$NUMBA_CACHE_DIR" \( -name '*.nbi' -o -name '*.nbc' \) -delete; fi
+	@if [ -d "$(USER_KERNEL_CACHE)" ]; then find "$(USER_KERNEL_CACHE)" \( -name '*.nbi' -o -name '*.nbc' \) -delete; fi
+
+# Compile every kernel the tasks use into the cache (make venv does it at install time).
+compile-kernels: venv
+	$(VENV)/bin/skyframes compile-kernels
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -277,6 +277,20 @@ def detector_exposure(detector, pattern: np.ndarray, exposure_id: int, seed: int
     return MaskedImage(Image(image), mask=mask, variance=Image(variance))
 
 
+def run_build_chain(image_task, scale_task, subtract_task, exposure, camera, detector):
+    """Run CpSkyImageTask, CpSkyScaleMeasureTask and CpSkySubtractBackgroundTask
+    on one exposure of one detector; return its residual background list.
+    """
+    masked = image_task.run(inputExp=exposure, camera=camera, detector=detector)
+    scale = scale_task.run(inputBkgs=[masked.maskedBkg])
+    return subtract_task.run(
+        inputExp=masked.maskedExp,
+        inputBkg=scale.outputBkg,
+        inputScale=scale.outputScale,
+        detector=detector,
+    ).outputBkg
+
+
 def masked_image_nbytes(mi) -> int:
     """Return the bytes of the image, mask and variance arrays of ``mi``."""
     return int(mi.image.array.nbytes + mi.mask.array.nbytes + mi.variance.array.nbytes)

@@ -48,6 +48,7 @@ from common import (  # noqa: E402
     masked_image_nbytes,
     reset_peak_rss,
     rss_bytes,
+    run_build_chain,
     write_json,
 )
 
@@ -79,16 +80,9 @@ def run_chain(n_exposures: int, size: int, use_tracemalloc: bool) -> dict[str, o
         exposure = detector_exposure(detector, pattern, exposure_id)
         start = time.perf_counter()
         cpu_start = time.process_time()
-        masked = image_task.run(inputExp=exposure, camera=camera, detector=detector)
-        scale = scale_task.run(inputBkgs=[masked.maskedBkg])
-        residual = subtract_task.run(
-            inputExp=masked.maskedExp,
-            inputBkg=scale.outputBkg,
-            inputScale=scale.outputScale,
-            detector=detector,
-        )
+        residual = run_build_chain(image_task, scale_task, subtract_task, exposure, camera, detector)
         cpu_times.append(time.process_time() - cpu_start)
-        return residual.outputBkg, time.perf_counter() - start, masked_image_nbytes(exposure)
+        return residual, time.perf_counter() - start, masked_image_nbytes(exposure)
 
     # Warm-up (compiled-kernel loading, first-call costs), not counted.
     warm, _, input_bytes = one_exposure(999_999)

@@ -31,6 +31,7 @@ PIPELINES = [
     ("ApplySkyFrame.yaml", {}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"nComponents": 2}}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"doApplyFlatBackgroundRatio": True}}),
+    ("ApplySkyFrame.yaml", {"skyCorr": {"doWriteCorrectedVisitImage": True}}),
 ]
 
 

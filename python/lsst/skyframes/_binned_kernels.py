@@ -19,9 +19,10 @@ import heapq
 import math
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
 
 from ._group_kernels import _reduce, _workspace
+from ._jit import njit
 
 # --- Kernels ----------------------------------------------------------------
 

@@ -66,12 +66,13 @@ from typing import Any
 
 import numpy as np
 import scipy.ndimage
-from numba import njit, prange
+from numba import prange
 
 from lsst.images import Image, MaskedImage
 from lsst.pex.config import ChoiceField, Config, ConfigurableField, Field, ListField, RangeField
 from lsst.pipe.base import Struct, Task
 
+from ._jit import njit
 from .background import BackgroundControl, BackgroundList, BackgroundMI, makeBackground
 from .errors import NoDataError, UsageError
 from .images import image_and_mask

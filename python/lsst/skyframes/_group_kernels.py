@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from ._jit import njit
 from ._selection import _HIST_MAX_BINS, _order_statistics, _order_statistics_parallel
 from ._sums import _LANES, _clipped_mean_var, _clipped_mean_var_parallel
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import njit
 from ._sums import _BLOCK
 
 # Below this many elements, selection finishes with an insertion sort: it is

@@ -18,9 +18,10 @@ import functools
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ._group_kernels import _MEANCLIP, _MEDIAN, IQR_TO_SIGMA, _reduce, _workspace
+from ._jit import njit
 from ._sums import _LANES, _clipped_mean_var
 
 

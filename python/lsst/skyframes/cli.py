@@ -2,7 +2,8 @@
 
 Subcommands: ``create-repo``, ``register``, ``ingest``, ``certify`` (the steps
 around ``pipetask run -p pipelines/BuildSkyFrame.yaml``), ``report`` and
-``plot`` (looking at what a build made) and ``demo``.
+``plot`` (looking at what a build made), ``demo`` and ``compile-kernels``
+(fill the numba kernel cache, see `lsst.skyframes.kernel_cache`).
 
 A mistake the user can fix (a missing file, repository or collection, a bad
 date, an unknown dataset) ends the command with a one-line message naming it
@@ -156,6 +157,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_kernels(args: argparse.Namespace) -> int:
+    from .kernel_cache import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``skyframes`` command."""
     parser = argparse.ArgumentParser(prog="skyframes", description="Build, persist and apply sky frames.")
@@ -291,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Compare K = 1..N sky templates on a two-pattern sky (default 4; 0 skips it).",
     )
     demo.set_defaults(func=_demo)
+
+    compile_kernels = commands.add_parser(
+        "compile-kernels",
+        help="Compile every numba kernel the tasks use into the kernel cache (once per installation "
+        "and cache directory; NUMBA_CACHE_DIR chooses the directory).",
+    )
+    compile_kernels.add_argument("--verbose", action="store_true", help="List each kernel and its cache.")
+    compile_kernels.set_defaults(func=_compile_kernels)
     return parser
 
 

@@ -53,6 +53,7 @@ from lsst.pex.config import ConfigField, ConfigurableField, Field, FieldValidati
 from lsst.pipe.base import (
     AlgorithmError,
     AnnotatedPartialOutputsError,
+    InMemoryDatasetHandle,
     InputQuantizedConnection,
     OutputQuantizedConnection,
     PipelineTask,
@@ -64,6 +65,7 @@ from lsst.pipe.base import (
 from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
+from ._visit_store import HeldImages, LazySequence, ScratchImages
 from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
@@ -80,7 +82,13 @@ from .masking import MaskObjectsTask
 from .mosaic import bin_image, focal_plane_mosaic, mosaic_figure
 from .pca import fit_component_scales, subtract_components
 from .sky_measurement import SkyMeasurementTask
-from .visit_images import camera_from_visit_images, subtracted_background, with_correction
+from .visit_images import (
+    attached_detector,
+    camera_from_visit_images,
+    detector_geometry,
+    subtracted_background,
+    with_correction,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Connections and configuration
@@ -361,9 +369,19 @@ def register_correction_inputs(butler: Butler, run: str, config: SkyCorrectionCo
 # ---------------------------------------------------------------------------------------------------------
 
 
+# What a dataset can be passed as instead of itself: pipetask's deferred
+# handles, and pipe_base's in-memory ones (notebooks, tests).
+_HANDLES = (DeferredDatasetHandle, InMemoryDatasetHandle)
+
+
 def _load(item: Any) -> Any:
-    """Return ``item``, or what it refers to if it is a deferred butler handle."""
-    return item.get() if isinstance(item, DeferredDatasetHandle) else item
+    """Return ``item``, or what it refers to if it is a butler dataset handle."""
+    return item.get() if isinstance(item, _HANDLES) else item
+
+
+def _label(detector: int, camera: Camera | None) -> str:
+    """Name a detector in messages: its id, and its name if the camera is known yet."""
+    return f"{detector} ({camera[detector].name})" if camera is not None else str(detector)
 
 
 def _render(element: tuple) -> np.ndarray:
@@ -452,6 +470,16 @@ class SkyCorrectionTask(PipelineTask):
             # recorded in this task's metadata, which is still written.
             error = AnnotatedPartialOutputsError.annotate(err, self, log=self.log)
             raise error from err
+        try:
+            self._write(butlerQC, outputRefs, outputs)
+        finally:
+            # Written (or failed): the scratch files can go.
+            outputs.store.close()
+
+    def _write(
+        self, butlerQC: QuantumContext, outputRefs: OutputQuantizedConnection, outputs: Struct
+    ) -> None:
+        """Put the outputs of `run`; the corrected images are made one at a time."""
         # Skipped detectors get no outputs, as in the reference.
         index = {detector: i for i, detector in enumerate(outputs.detectorIds)}
         for ref in outputRefs.skyCorr:
@@ -552,7 +580,8 @@ class SkyCorrectionTask(PipelineTask):
               skyCorr.getImage()``: as in the reference, the input background
               is restored unscaled and the models are fitted on the
               photometric-flattened image);
-            - ``correctedExp``: `list` of the corrected images (the inputs;
+            - ``correctedExp``: sequence of the corrected images (the inputs
+              when given in memory; made on access from handles, see Notes;
               photometric-flattened with ``doApplyFlatBackgroundRatio``);
             - ``calExpMosaic``, ``calBkgMosaic``: `lsst.images.Image` focal-plane
               mosaics (`~lsst.skyframes.mosaic.focal_plane_mosaic`) of the
@@ -566,6 +595,8 @@ class SkyCorrectionTask(PipelineTask):
             - ``skyComponentCoefficients``: `numpy.ndarray` of the
               ``nComponents`` fitted coefficients (``[skyFrameScale]`` for
               one component, empty without ``doSky``);
+            - ``store``: where the images waited between the passes; its
+              ``close()`` deletes any scratch files (see Notes);
             - ``correctedVisitImage``: with ``doWriteCorrectedVisitImage``,
               `list` of `lsst.images.VisitImage`: ``correctedExp`` whose
               ``BackgroundMap`` gains the ``skyCorr`` elements after the
@@ -602,13 +633,24 @@ class SkyCorrectionTask(PipelineTask):
         -----
         Memory: every model is a reduction over the whole focal plane whose
         result is then applied to every detector (bgModel1, the one sky
-        scale, bgModel2), so each detector is visited five times. Re-reading
-        and re-processing an image on every visit would repeat the object
-        detection each time, so, as the reference does, the visit's images
-        are read one at a time and then held: about ``nDetectors x H x W x
-        12`` bytes (image, mask and variance planes), plus one detector-sized
-        scratch image during object detection. Sky frames and backgrounds
-        are binned and small.
+        scale, bgModel2), so each detector is visited five times, and
+        re-reading an image for each visit would repeat its object detection.
+        Images given in memory are corrected where they are (the caller
+        holds them anyway). Images given as handles (pipetask's deferred
+        handles, or `lsst.pipe.base.InMemoryDatasetHandle`) are read one at
+        a time, restored and object-masked, and written uncompressed to a
+        private scratch directory (`tempfile.gettempdir`, i.e. ``TMPDIR``;
+        4 bytes per pixel plus the mask's bytes, plus 4 for the variance
+        with ``doWriteCorrected`` or ``doWriteCorrectedVisitImage``), from
+        which each later pass maps one detector at a time
+        (`lsst.skyframes._visit_store.ScratchImages`). The results are the
+        same bit for bit; memory is then about one detector's planes plus
+        its detection scratch, whatever the number of detectors. The
+        corrected images (``correctedExp``, ``correctedVisitImage``) are then
+        made when each is asked for, from the image as read (so a VisitImage
+        keeps its detector, PSF and backgrounds) with the stored planes, and
+        the scratch files go with ``result.store.close()`` (runQuantum does
+        it after writing). Sky frames and backgrounds are binned and small.
         """
         ids = [int(d) for d in detectorIds]
         self._warnedNoBackgrounds = False
@@ -633,20 +675,8 @@ class SkyCorrectionTask(PipelineTask):
                     f"SkyCorrectionTask.run: {name} has {len(values)} entries but detectorIds has {n}; "
                     "pass one entry per detector (None where a detector lacks it)."
                 )
-        if camera is None:
-            # The detectors come from the images: read them now (they are
-            # held for the whole visit anyway, see Notes).
-            inputs["calExps"] = [_load(c) for c in inputs["calExps"]]
-            camera = camera_from_visit_images(inputs["calExps"])
-            attached = [image.detector.id for image in inputs["calExps"]]
-            if attached != ids:
-                raise VisitImageError(
-                    f"SkyCorrectionTask.run: detectorIds {ids} differ from the detectors attached to the "
-                    f"images {attached}; pass the ids in the images' order."
-                )
         keep = self._selectDetectors(ids, inputs, camera)
         ids = [ids[k] for k in keep]
-        detectors = [camera[d] for d in ids]
         selected = {name: [values[k] for k in keep] for name, values in inputs.items()}
         calExps = selected["calExps"]
         absent = [None] * len(keep)
@@ -655,15 +685,31 @@ class SkyCorrectionTask(PipelineTask):
         skyComponents = selected.get("skyComponents", absent)
         ratios = selected.get("backgroundToPhotometricRatioHandles", absent)
         if self.config.doSky and nComponents > 1:
-            self._checkSkyComponents(skyComponents, detectors)
+            self._checkSkyComponents(skyComponents, ids, camera)
         self.metadata["nDetectors"] = len(ids)
         self.metadata["detectors"] = ids
 
-        # (1) Restore the original backgrounds, detect objects.
-        images: list[MaskedImage] = []
+        # (1) Restore the original backgrounds, detect objects; the images
+        # then wait in the store for the passes over the whole focal plane.
+        store = self._makeStore(calExps)
         skyCorr: list[BackgroundList] = []
-        for detector, calExp, calBkg, ratio in zip(detectors, calExps, calBkgs, ratios, strict=True):
+        attached = []
+        isVisitImage = []
+        for d, calExp, calBkg, ratio in zip(ids, calExps, calBkgs, ratios, strict=True):
             image = _load(calExp)
+            if camera is None:
+                # The detectors come from the images, one at a time.
+                attached.append(attached_detector(image))
+                detector = detector_geometry(attached[-1][0])
+                if detector.id != d:
+                    store.close()
+                    raise VisitImageError(
+                        f"SkyCorrectionTask.run: detectorIds {[int(i) for i in detectorIds]} differ from the "
+                        f"detectors attached to the images (detector {detector.id} where {d} was given); "
+                        "pass the ids in the images' order."
+                    )
+            else:
+                detector = camera[d]
             self._checkImageType(image, detector, noBackgrounds=calBkgs is absent)
             if self.config.doApplyFlatBackgroundRatio:
                 # Before any background work, as the reference does: the
@@ -676,9 +722,36 @@ class SkyCorrectionTask(PipelineTask):
             if self.config.doMaskObjects:
                 # As the reference: find objects only (DETECTED stays set, the pixels are untouched).
                 self.maskObjects.findObjects(image)
-            images.append(image)
+            isVisitImage.append(isinstance(image, VisitImage))
+            store.add(image)
+            # Let go of it before the next one is read.
+            del image
+        if camera is None:
+            camera = camera_from_visit_images(attached)
         nOriginal = [len(bgList) for bgList in skyCorr]
+        try:
+            return self._fitAndSubtract(
+                store, calExps, isVisitImage, skyCorr, nOriginal, skyFrames, skyComponents, camera, ids
+            )
+        except BaseException:
+            store.close()
+            raise
 
+    def _fitAndSubtract(
+        self,
+        images: HeldImages | ScratchImages,
+        calExps: Sequence[Any],
+        isVisitImage: Sequence[bool],
+        skyCorr: list[BackgroundList],
+        nOriginal: Sequence[int],
+        skyFrames: Sequence[Any],
+        skyComponents: Sequence[Any],
+        camera: Camera,
+        ids: Sequence[int],
+    ) -> Struct:
+        """Passes (2) to (5) of `run` over the stored images, then the outputs."""
+        nComponents = self.config.nComponents
+        detectors = [camera[d] for d in ids]
         # (2) Large-scale focal-plane model.
         self._subtractFocalPlaneModel("bgModel1", self.config.bgModel1, camera, images, detectors, skyCorr)
 
@@ -714,15 +787,51 @@ class SkyCorrectionTask(PipelineTask):
         result = self._mosaics(images, skyCorr, nOriginal, camera, ids, scale)
         result.skyComponentCoefficients = coefficients
         result.detectorIds = ids
+
+        def correctedVisitImage(index: int) -> VisitImage:
+            return with_correction(
+                correctedExp(index),
+                skyCorr[index],
+                self.config.correctionEntry,
+                restored=nOriginal[index],
+                image_is_corrected=True,
+            )
+
+        if isinstance(images, HeldImages):
+            correctedExp = images.final
+            result.correctedExp = list(images)
+        else:
+            # Made one at a time when written: the image as read, with the
+            # stored planes (so a VisitImage keeps its detector, PSF...).
+            def correctedExp(index: int) -> MaskedImage:
+                into = _load(calExps[index]) if isVisitImage[index] or self._keepVariance else None
+                return images.final(index, into)
+
+            result.correctedExp = LazySequence(len(images), correctedExp)
         result.correctedVisitImage = None
         if self.config.doWriteCorrectedVisitImage:
-            result.correctedVisitImage = [
-                with_correction(
-                    image, bgList, self.config.correctionEntry, restored=n, image_is_corrected=True
-                )
-                for image, bgList, n in zip(images, skyCorr, nOriginal, strict=True)
-            ]
+            if isinstance(images, HeldImages):
+                result.correctedVisitImage = [correctedVisitImage(k) for k in range(len(images))]
+            else:
+                result.correctedVisitImage = LazySequence(len(images), correctedVisitImage)
+        result.store = images
         return result
+
+    @property
+    def _keepVariance(self) -> bool:
+        """Whether the corrected images are wanted whole (their variance too)."""
+        return self.config.doWriteCorrected or self.config.doWriteCorrectedVisitImage
+
+    def _makeStore(self, calExps: Sequence[Any]) -> HeldImages | ScratchImages:
+        """Hold images given in memory; keep those read through butler handles in scratch files.
+
+        Images the caller holds cost nothing more to keep. Images read from
+        dataset handles (pipetask's deferred handles) would otherwise all be
+        resident at once: 12 bytes per pixel of the camera.
+        """
+        if any(isinstance(c, _HANDLES) for c in calExps):
+            return ScratchImages(keepVariance=self._keepVariance)
+        return HeldImages()
 
     # What each required input is, and how to provide it, for the messages
     # about detectors that lack it.
@@ -736,7 +845,9 @@ class SkyCorrectionTask(PipelineTask):
         "backgroundToPhotometricRatioHandles": "put its ratio image",
     }
 
-    def _selectDetectors(self, ids: Sequence[int], inputs: dict[str, list[Any]], camera: Camera) -> list[int]:
+    def _selectDetectors(
+        self, ids: Sequence[int], inputs: dict[str, list[Any]], camera: Camera | None
+    ) -> list[int]:
         """Return the positions of the detectors that have every required input.
 
         The others are logged as a warning naming each one and the dataset
@@ -761,7 +872,7 @@ class SkyCorrectionTask(PipelineTask):
         self.metadata["skippedDetectors"] = {str(d): datasets for d, datasets in lacks.items()}
         if not skipped:
             return keep
-        lines = [f"{d} ({camera[d].name}): no {datasets}" for d, datasets in lacks.items()]
+        lines = [f"{_label(d, camera)}: no {datasets}" for d, datasets in lacks.items()]
         lacking = sorted({name for names in skipped.values() for name in names})
         fixes = "; ".join(f"for {getattr(connections, name)}, {self._INPUT_FIXES[name]}" for name in lacking)
         if keep:
@@ -787,16 +898,16 @@ class SkyCorrectionTask(PipelineTask):
         raise NoDataError(message)
 
     def _checkSkyComponents(
-        self, skyComponents: Sequence[Any], detectors: Sequence[DetectorGeometry]
+        self, skyComponents: Sequence[Any], ids: Sequence[int], camera: Camera | None
     ) -> None:
         """Raise `MissingSkyFrameError` if a detector has fewer than ``nComponents`` templates."""
-        for detector, templates in zip(detectors, skyComponents, strict=True):
-            if not isinstance(templates, DeferredDatasetHandle) and len(templates) < self.config.nComponents:
+        for d, templates in zip(ids, skyComponents, strict=True):
+            if not isinstance(templates, _HANDLES) and len(templates) < self.config.nComponents:
                 raise MissingSkyFrameError(
-                    f"Detector {detector.id} ({detector.name}) has {len(templates)} sky templates but "
+                    f"Detector {_label(d, camera)} has {len(templates)} sky templates but "
                     f"nComponents={self.config.nComponents}; rebuild with -c cpSkyCombine:nComponents="
                     f"{self.config.nComponents} or lower skyCorr:nComponents.",
-                    [detector.id],
+                    [d],
                 )
 
     def _applyFlatBackgroundRatio(self, image: MaskedImage, ratio: Image, detector: DetectorGeometry) -> None:
@@ -974,7 +1085,7 @@ class SkyCorrectionTask(PipelineTask):
 
     def _mosaics(
         self,
-        images: list[MaskedImage],
+        images: HeldImages | ScratchImages,
         skyCorr: list[BackgroundList],
         nOriginal: Sequence[int],
         camera: Camera,
@@ -999,7 +1110,6 @@ class SkyCorrectionTask(PipelineTask):
             )
         return Struct(
             skyCorr=skyCorr,
-            correctedExp=images,
             calExpMosaic=calExpMosaic,
             calBkgMosaic=calBkgMosaic,
             calExpMosaicPlot=plots[0],

@@ -32,6 +32,7 @@ __all__ = [
     "IngestError",
     "InputNotFoundError",
     "InstrumentCameraError",
+    "KernelCacheError",
     "MissingMetadataError",
     "MissingSkyFrameError",
     "NoDataError",
@@ -157,6 +158,10 @@ class UnusableImageError(IngestError, NoDataError):
 
 class InstrumentCameraError(SkyFramesError, ValueError):
     """The camera of a `SkyFramesInstrument` cannot be found or does not fit."""
+
+
+class KernelCacheError(SkyFramesError, OSError):
+    """No writeable directory for the compiled numba kernels' cache."""
 
 
 class RepoConfigError(SkyFramesError, ValueError):

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
-from numba import njit, prange
+from numba import prange
 from scipy.ndimage import gaussian_filter
 
 from lsst.images import Image, Mask, MaskedImage
 from lsst.pex.config import ChoiceField, Config, Field, FieldValidationError, ListField, RangeField
 
+from ._jit import njit
 from .background import BackgroundControl, BackgroundList, BackgroundMI, single_background_list
 from .errors import BackgroundFileError, BoxMismatchError, NoDataError
 from .images import image_and_mask

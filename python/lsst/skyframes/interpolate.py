@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ._jit import njit
 from .errors import UndersampledError, UnsupportedStyleError
 
 if TYPE_CHECKING:

@@ -30,6 +30,25 @@ calibrations: ``sky``, component 1 in the format above (storage class
 element, element k-1 being template k as a `BackgroundMI` whose stats image
 is the template's one-pixel-per-bin image). `SkyCorrectionTask` with
 ``nComponents`` = K' ≤ K uses the first K' elements.
+
+Memory
+------
+The PCA works on the whole focal plane, one row of bins per exposure, but
+never holds that (n_exposures, n_bins) matrix: `SkyPcaTask` reads it from the
+input backgrounds in chunks of about ``PCA_CHUNK_ENTRIES`` entries (columns
+of one detector), again at every pass, and keeps between passes only per-bin
+rows (two rounds' K templates and each bin's robust sigma), per-exposure
+normal equations and the exposures' Gram matrix (see
+``lsst.skyframes._robust_pca``).  Its working memory beyond the inputs
+(`pca_memory_bytes`, refused above ``pca.maxMemoryGiB``) is about
+8 (2K + 1) + 12 K bytes per bin (with the output images) plus at most
+25 MiB, and grows with the number of exposures only by the Gram matrix and by
+the per-detector average that makes component 1.  The inputs, one float32 stats image (value, mask, error) per
+exposure and detector, are the caller's: about 10 bytes per exposure and bin
+(3 GiB for 100 exposures of LSSTCam at 32-px bins).  `CpSkyCombineTask`
+reads them all with its quantum; deferred handles would let it read one
+detector at a time, but the PCA passes over every bin about 4 times per
+round (``nIter`` + 1 rounds), so that would read each input ~25 times.
 """
 
 from __future__ import annotations
@@ -37,7 +56,11 @@ from __future__ import annotations
 __all__ = [
     "RobustPcaResult",
     "SkyPcaConfig",
+    "PCA_AVERAGE_BYTES_PER_ENTRY",
+    "PCA_BYTES_PER_BIN_ROW",
     "PCA_BYTES_PER_ENTRY",
+    "PCA_CHUNK_ENTRIES",
+    "PCA_OUTPUT_BYTES_PER_BIN",
     "SkyPcaTask",
     "fit_component_scales",
     "pca_memory_bytes",
@@ -45,145 +68,50 @@ __all__ = [
     "subtract_components",
 ]
 
-import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lsst.images import Image, MaskedImage
+from lsst.images import Box, Image, MaskedImage
 from lsst.pex.config import Config, ConfigurableField, Field, RangeField
 from lsst.pipe.base import Struct, Task
 from lsst.utils.timer import timeMethod
 
 from ._least_squares import clipped_least_squares
+from ._robust_pca import Chunk, RobustPcaResult, chunked_robust_pca
 from .background import BackgroundList
 from .errors import BoxMismatchError, NoDataError, ProblemTooLargeError
 from .images import image_and_mask, require_same_bbox
 from .mask_planes import default_mask_schema
 from .sky_measurement import REFERENCE_IQR_TO_SIGMA, SkyMeasurementConfig, SkyMeasurementTask
-from .statistics import IQR_TO_SIGMA, Property, bad_pixel_mask, binned_statistics, stack_statistics
+from .statistics import bad_pixel_mask, binned_statistics
 
-# Peak bytes of robust_pca per (exposure, bin) entry (see pca_memory_bytes).
-PCA_BYTES_PER_ENTRY = 120
-
-
-@dataclasses.dataclass
-class RobustPcaResult:
-    """Result of `robust_pca`.
-
-    Attributes
-    ----------
-    templates : `numpy.ndarray`
-        (K, n_bins) float64.  Row 0 is the per-bin clipped mean of the kept
-        exposures; rows 1.. are unit-norm principal directions of the
-        residuals, orthogonal to row 0.  NaN in bins no kept exposure measured.
-    coefficients : `numpy.ndarray`
-        (n_exposures, K): each exposure's least-squares coefficients on the
-        templates over its good (finite, unclipped) bins; the first is ≈ 1 for
-        normalised inputs.  NaN for an exposure without enough good bins.
-    variance_explained : `numpy.ndarray`
-        (K,): for the kept exposures, the drop of the residual sum of squares
-        (over good bins) as each component is added in turn, as a fraction
-        of the total sum of squares of the data.  Sums to ≤ 1.
-    rejected_exposures : `list` [`tuple` [`int`, `str`]]
-        (index, reason) for every exposure left out of the templates.
-    residual_rms : `numpy.ndarray`
-        (n_exposures,): RMS over unclipped finite bins of data − rank-K model.
-    excess_rms : `numpy.ndarray`
-        (n_exposures,): the part of ``residual_rms`` not explained by the
-        bins' noise, ``sqrt(max(rms² − mean noise², 0))`` over the same bins
-        (equal to ``residual_rms`` without ``noise``): the fractional
-        residual compared with ``max_residual_fraction``.
-    clipped : `numpy.ndarray`
-        (n_exposures, n_bins) bool: finite entries clipped as outliers.
-    """
-
-    templates: np.ndarray
-    coefficients: np.ndarray
-    variance_explained: np.ndarray
-    rejected_exposures: list[tuple[int, str]]
-    residual_rms: np.ndarray
-    excess_rms: np.ndarray
-    clipped: np.ndarray
+# Working memory of the robust PCA (see pca_memory_bytes).  It streams the
+# (n_exposures, n_bins) problem in chunks of about PCA_CHUNK_ENTRIES entries
+# (columns of one detector), which need PCA_BYTES_PER_ENTRY bytes per entry
+# while worked on (78 measured with tracemalloc), and keeps
+# PCA_BYTES_PER_BIN_ROW bytes per bin for each of 2K + 1 focal-plane rows (two
+# rounds' templates and the bins' sigmas).  SkyPcaTask then averages each
+# detector's backgrounds into component 1 (SkyMeasurementTask.averageBackgrounds,
+# 16 bytes per exposure and bin of one detector measured) and makes K float32
+# MaskedImages per detector (10 bytes per bin each).  2**18 entries (2 MiB per
+# float64 array) ran faster than 2**20 at 80 exposures: the arrays stay in cache.
+PCA_CHUNK_ENTRIES = 2**18
+PCA_BYTES_PER_ENTRY = 100
+PCA_BYTES_PER_BIN_ROW = 8
+PCA_AVERAGE_BYTES_PER_ENTRY = 24
+PCA_OUTPUT_BYTES_PER_BIN = 12
 
 
-def _masked_lstsq(data: np.ndarray, weights: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """Per-row least squares of ``data`` on the rows of ``basis`` over ``weights``.
-
-    Vectorised over rows with batched normal equations; a pseudo-inverse
-    gives NaN-free (minimum-norm) answers for rows with too few good bins,
-    which the caller flags separately.
-    """
-    w = weights.astype(np.float64)
-    normal = np.einsum("kb,ib,lb->ikl", basis, w, basis)
-    rhs = np.einsum("kb,ib->ik", basis, np.where(weights, data, 0.0))
-    return np.einsum("ikl,il->ik", np.linalg.pinv(normal), rhs)
+def _chunk_columns(n_exposures: int) -> int:
+    """Columns per chunk: about PCA_CHUNK_ENTRIES entries, at least one column."""
+    return max(1, PCA_CHUNK_ENTRIES // max(n_exposures, 1))
 
 
-def _nan_quartiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and third quartiles of each column, ignoring NaN.
-
-    The same numbers as ``np.nanpercentile(values, [25, 75], axis=0)``
-    (linear interpolation) from one sort of the whole array: nanpercentile
-    loops over columns in Python, which took minutes for a focal plane of
-    bins.  NaN for a column without finite values.
-    """
-    ordered = np.sort(values, axis=0)  # NaN sort last
-    n = np.isfinite(values).sum(axis=0)
-    quartiles = []
-    for q in (0.25, 0.75):
-        position = q * (n - 1)
-        below = np.clip(np.floor(position).astype(np.intp), 0, None)
-        above = np.minimum(below + 1, np.maximum(n - 1, 0))
-        low = np.take_along_axis(ordered, below[None, :], axis=0)[0]
-        high = np.take_along_axis(ordered, above[None, :], axis=0)[0]
-        with np.errstate(invalid="ignore"):
-            value = low + (position - below) * (high - low)
-        quartiles.append(np.where(n > 0, value, np.nan))
-    return quartiles[0], quartiles[1]
-
-
-def _leading_directions(residual: np.ndarray, n_rank: int) -> np.ndarray:
-    """The ``n_rank`` leading right singular vectors of a short, wide matrix.
-
-    From the eigenvectors of the small Gram matrix ``R Rᵀ`` (n_exposures²)
-    rather than an SVD of R itself: the same directions (up to sign) without
-    an n_exposures × n_bins workspace, several times faster for a whole focal
-    plane of bins.
-    """
-    gram = residual @ residual.T
-    values, vectors = np.linalg.eigh(gram)
-    order = np.argsort(values)[::-1][:n_rank]
-    singular = np.sqrt(np.clip(values[order], 0.0, None))
-    directions = vectors[:, order].T @ residual
-    # A direction with no variance (fewer independent exposures than
-    # components) is left zero rather than divided by zero.
-    scale = np.where(singular > singular.max(initial=0.0) * 1e-12, singular, np.inf)
-    return directions / scale[:, None]
-
-
-def _outliers(
-    data: np.ndarray, finite: np.ndarray, model: np.ndarray, keep: np.ndarray, clip: float
-) -> np.ndarray:
-    """Finite entries whose residual exceeds ``clip`` × the bin's robust sigma.
-
-    The sigma of each bin is `~lsst.skyframes.statistics.IQR_TO_SIGMA` × IQR
-    of the kept exposures' residuals in that bin, so the threshold follows how
-    much the bin varies after the model.
-    """
-    error = np.where(finite & keep[:, None], data - model, np.nan)
-    low, high = _nan_quartiles(error)
-    sigma = IQR_TO_SIGMA * (high - low)
-    with np.errstate(invalid="ignore"):
-        return finite & (np.abs(data - model) > clip * sigma[None, :])
-
-
-def _fix_signs(vectors: np.ndarray) -> np.ndarray:
-    """Make each row's largest-magnitude entry positive, so results are reproducible."""
-    index = np.argmax(np.abs(vectors), axis=1)
-    signs = np.sign(vectors[np.arange(len(vectors)), index])
-    signs[signs == 0] = 1.0
-    return vectors * signs[:, None]
+def _column_chunks(n_columns: int, n_exposures: int) -> list[tuple[int, int]]:
+    step = _chunk_columns(n_exposures)
+    return [(start, min(start + step, n_columns)) for start in range(0, n_columns, step)]
 
 
 def robust_pca(
@@ -254,6 +182,12 @@ def robust_pca(
     re-evaluated every round (not cumulative), so an exposure that looked bad
     against components distorted by an artefact in the first round comes back
     once the artefact's exposure is out.
+
+    The bins are worked in chunks of about ``PCA_CHUNK_ENTRIES`` entries
+    (`lsst.skyframes._robust_pca`), so the working memory beyond ``data``
+    and ``noise`` is `pca_memory_bytes` plus the returned ``clipped`` mask;
+    the results do not depend on the chunks beyond the order of sums
+    (relative differences ~1e-15).
     """
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2:
@@ -267,120 +201,23 @@ def robust_pca(
             raise ValueError(
                 f"robust_pca: noise has shape {noise.shape} but data {data.shape}; pass one per entry."
             )
-    finite = np.isfinite(data)
-    # Columns no exposure measured carry no information; work without them.
-    columns = finite.any(axis=0)
-    if not columns.any():
-        raise NoDataError("robust_pca: no bin of any exposure is finite.")
-    d = data[:, columns]
-    fin = finite[:, columns]
-    empty = ~fin.any(axis=1)
-    good = fin.copy()
-    keep = ~empty
-    n_rank = n_components - 1
-    model = None
-    if n_rank:
-        # Start from outliers of the rank-1 (mean) model, so that a strong
-        # artefact in one exposure is clipped before the first SVD rather
-        # than captured by it as a component of its own.
-        mean = stack_statistics(d[keep][:, None, :], ~fin[keep][:, None, :], Property.MEANCLIP).value[0]
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        model = _masked_lstsq(d, fin, mean[None, :]) @ mean[None, :]
-        good = fin & ~_outliers(d, fin, model, keep, clip)
-    for _ in range(n_iter):
-        if keep.sum() < n_components:
-            raise NoDataError(
-                f"robust_pca: only {int(keep.sum())} of {n_exp} exposures survive rejection, too few for "
-                f"{n_components} components; use fewer components, more exposures or looser thresholds "
-                "(maxResidualFraction)."
-            )
-        stats = stack_statistics(d[keep][:, None, :], ~fin[keep][:, None, :], Property.MEANCLIP)
-        mean = stats.value[0]
-        # A bin only rejected exposures measured: its mean is unknown; 0
-        # keeps the algebra finite and it is NaN in the output.
-        mean = np.where(np.isfinite(mean), mean, 0.0)
-        basis = mean[None, :]
-        if n_rank:
-            # Missing and outlying entries take the current model's value so
-            # the SVD sees complete, artefact-free rows.
-            filled = np.where(good, d, mean[None, :] if model is None else model)
-            scale0 = filled @ mean / max(float(mean @ mean), np.finfo(float).tiny)
-            residual = filled[keep] - scale0[keep, None] * mean[None, :]
-            basis = np.vstack([mean, _fix_signs(_leading_directions(residual, n_rank))])
-        coefficients = _masked_lstsq(d, good, basis)
-        model = coefficients @ basis
-        error = np.where(fin, d - model, np.nan)
-        clipped = _outliers(d, fin, model, keep, clip)
-        good = fin & ~clipped
-        n_finite = fin.sum(axis=1)
-        bad_fraction = clipped.sum(axis=1) / np.maximum(n_finite, 1)
-        # RMS over the unclipped bins: a few bins spoilt by e.g. a bright
-        # star's halo are handled by clipping (and max_bad_fraction), while
-        # this catches exposures that the K components cannot describe.
-        squares = np.where(good, error, 0.0) ** 2
-        n_good = np.maximum(good.sum(axis=1), 1)
-        rms = np.sqrt(squares.sum(axis=1) / n_good)
-        excess = rms
-        if noise is not None:
-            noise_squares = np.where(good & np.isfinite(noise[:, columns]), noise[:, columns], 0.0) ** 2
-            excess = np.sqrt(np.maximum(rms**2 - noise_squares.sum(axis=1) / n_good, 0.0))
-        too_clipped = bad_fraction > max_bad_fraction
-        too_rough = (
-            np.zeros(n_exp, dtype=bool)
-            if max_residual_fraction is None
-            else ~(excess <= max_residual_fraction)
-        )
-        too_rough &= ~empty
-        keep = ~(empty | too_clipped | too_rough)
 
-    rejected: list[tuple[int, str]] = []
-    for index in np.flatnonzero(~keep):
-        if empty[index]:
-            reason = "no finite bin"
-        elif too_clipped[index]:
-            reason = f"{bad_fraction[index]:.1%} of bins clipped (> max_bad_fraction {max_bad_fraction:.1%})"
-        else:
-            reason = (
-                f"fractional RMS residual {excess[index]:.4f}{' beyond noise' if noise is not None else ''} "
-                f"from the {n_components}-component model > {max_residual_fraction}"
-            )
-        rejected.append((int(index), reason))
+    def reader(start: int, stop: int):
+        # Views of the caller's arrays: a chunk costs no copy until it is worked on.
+        return lambda: (data[:, start:stop], None if noise is None else noise[:, start:stop])
 
-    if keep.sum() < n_components:
-        raise NoDataError(
-            f"robust_pca: only {int(keep.sum())} of {n_exp} exposures survive rejection, too few for "
-            f"{n_components} components; use fewer components, more exposures or looser thresholds."
-        )
-    # The last round's rejections change the mean: refit on the final set.
-    final_mean = stack_statistics(d[keep][:, None, :], ~fin[keep][:, None, :], Property.MEANCLIP).value[0]
-    basis = np.vstack([np.where(np.isfinite(final_mean), final_mean, 0.0), basis[1:]])
-    coefficients = _masked_lstsq(d, good, basis)
-
-    # Variance explained: sequential drop of the kept exposures' residual sum
-    # of squares over good bins, as a fraction of their total sum of squares.
-    weights = good[keep]
-    total = float(np.sum(np.where(weights, d[keep], 0.0) ** 2))
-    previous = total
-    explained = np.empty(n_components)
-    for k in range(n_components):
-        partial = _masked_lstsq(d[keep], weights, basis[: k + 1]) @ basis[: k + 1]
-        remaining = float(np.sum(np.where(weights, d[keep] - partial, 0.0) ** 2))
-        explained[k] = (previous - remaining) / total if total > 0 else 0.0
-        previous = remaining
-    templates = np.full((n_components, n_bins), np.nan)
-    templates[0, columns] = final_mean
-    templates[1:, columns] = basis[1:]
-    coefficients[empty] = np.nan
-    clipped_full = np.zeros((n_exp, n_bins), dtype=bool)
-    clipped_full[:, columns] = clipped
-    return RobustPcaResult(
-        templates=templates,
-        coefficients=coefficients,
-        variance_explained=explained,
-        rejected_exposures=rejected,
-        residual_rms=np.where(empty, np.nan, rms),
-        excess_rms=np.where(empty, np.nan, excess),
-        clipped=clipped_full,
+    chunks = [Chunk(start, stop, reader(start, stop)) for start, stop in _column_chunks(n_bins, n_exp)]
+    return chunked_robust_pca(
+        chunks,
+        n_exp,
+        n_bins,
+        n_components,
+        clip=clip,
+        n_iter=n_iter,
+        max_bad_fraction=max_bad_fraction,
+        max_residual_fraction=max_residual_fraction,
+        has_noise=noise is not None,
+        want_clipped=True,
     )
 
 
@@ -410,8 +247,12 @@ class SkyPcaConfig(Config):
         optional=True,
     )
     maxMemoryGiB = RangeField[float](
-        doc="Refuse (ProblemTooLargeError) a PCA whose working arrays are estimated to need more than "
-        "this: about PCA_BYTES_PER_ENTRY bytes per exposure and bin of the whole focal plane.",
+        doc="Refuse (ProblemTooLargeError) a PCA whose working memory beyond the input backgrounds is "
+        "estimated (pca_memory_bytes) above this: about 8 (2 nComponents + 1) + 12 nComponents bytes per "
+        "bin of the whole focal plane (templates, bin sigmas, output images), the larger of one chunk of "
+        "PCA_CHUNK_ENTRIES (exposure, bin) entries at PCA_BYTES_PER_ENTRY bytes each (at most 25 MiB) and "
+        "one detector's average of all exposures (24 bytes per exposure and bin), and the exposures' Gram "
+        "matrix. The inputs (about 10 bytes per exposure and bin) are not counted.",
         default=16.0,
         min=0.0,
         inclusiveMin=False,
@@ -419,19 +260,60 @@ class SkyPcaConfig(Config):
     sky = ConfigurableField(target=SkyMeasurementTask, doc="Background binning and combination.")
 
 
-def pca_memory_bytes(n_exposures: int, n_bins: int) -> int:
-    """Estimated peak memory of `robust_pca` on an (n_exposures, n_bins) problem.
+def pca_memory_bytes(
+    n_exposures: int, n_bins: int, n_components: int = 2, largest_block: int | None = None
+) -> int:
+    """Estimated peak working memory of the robust PCA, beyond its inputs.
 
-    ``PCA_BYTES_PER_ENTRY`` per entry: the data, its noise and about a dozen
-    float64 working arrays of that size (model, filled data, residuals, the
-    quartile sort, masks); measured at about 116 bytes per entry (peak RSS,
-    50 x 393216 and 100 x 100000 entries).
+    Parameters
+    ----------
+    n_exposures, n_bins : `int`
+        The problem: exposures and bins of the whole focal plane.
+    n_components : `int`, optional
+        K.
+    largest_block : `int`, optional
+        Bins of the largest detector: the estimate of `SkyPcaTask.run`,
+        which chunks each detector separately, then averages each
+        detector's backgrounds into component 1 and makes the K output
+        images.  `None`: the estimate of `robust_pca` on one
+        (n_exposures, n_bins) array.
+
+    Returns
+    -------
+    bytes : `int`
+        The sum of ``PCA_BYTES_PER_BIN_ROW`` per bin for each of 2K + 1
+        focal-plane rows (the previous and the current round's templates and
+        the bins' robust sigma), the float64 Gram matrix and per-exposure
+        K x K normal equations, and the larger of ``PCA_BYTES_PER_ENTRY`` per
+        entry of the largest chunk (``min(largest_block, PCA_CHUNK_ENTRIES //
+        n_exposures)`` columns of every exposure: the chunk's values, noise,
+        masks, model, residuals and the quartile sort) and, for
+        `SkyPcaTask`, ``PCA_AVERAGE_BYTES_PER_ENTRY`` per exposure and bin of
+        the largest detector; for `SkyPcaTask` also
+        ``PCA_OUTPUT_BYTES_PER_BIN`` per bin and component (the output
+        images).  With ``PCA_CHUNK_ENTRIES`` = 2¹⁸ the chunk term is at most
+        25 MiB whatever the number of exposures; only the Gram matrix and the
+        per-detector average grow with it.
+
+    Notes
+    -----
+    Neither the inputs (the caller's arrays or `BackgroundList` objects,
+    about 10 bytes per exposure and bin as float32 stats images) nor
+    `robust_pca`'s (n_exposures, n_bins) bool ``clipped`` result are counted.
     """
-    return int(PCA_BYTES_PER_ENTRY * n_exposures * n_bins)
+    n_exp = max(int(n_exposures), 1)
+    n_comp = int(n_components)
+    block = int(n_bins) if largest_block is None else min(int(largest_block), int(n_bins))
+    chunk = PCA_BYTES_PER_ENTRY * n_exp * min(block, _chunk_columns(n_exp))
+    average = 0 if largest_block is None else PCA_AVERAGE_BYTES_PER_ENTRY * n_exp * block
+    outputs = 0 if largest_block is None else PCA_OUTPUT_BYTES_PER_BIN * n_comp
+    per_bin = (PCA_BYTES_PER_BIN_ROW * (2 * n_comp + 1) + 1 + outputs) * int(n_bins)
+    per_exposure = 8 * n_exp * (3 * n_exp + 4 * n_comp**2 + 8)
+    return int(max(chunk, average) + per_bin + per_exposure)
 
 
-def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> tuple[np.ndarray, np.ndarray]:
-    """(n_exposures, n_bins) stats values and their errors of one detector, NaN for bad or missing."""
+def _detector_grid(bgs: Sequence[BackgroundList | None], detector: object) -> tuple[Box, Box]:
+    """The image box and bin grid every present background of a detector shares."""
     present = [bg for bg in bgs if bg is not None]
     if not present:
         raise NoDataError(f"SkyPcaTask: detector {detector} has no background for any exposure.")
@@ -443,12 +325,8 @@ def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> 
             )
     first = present[0][0][0]
     bbox, grid = first.getImageBBox(), first.getStatsImage().bbox
-    n_bins = grid.shape[0] * grid.shape[1]
-    rows, errors = [], []
     for index, bg in enumerate(bgs):
         if bg is None:
-            rows.append(np.full(n_bins, np.nan))
-            errors.append(np.full(n_bins, np.nan))
             continue
         background = bg[0][0]
         if background.getImageBBox() != bbox or background.getStatsImage().bbox != grid:
@@ -456,14 +334,27 @@ def _detector_values(bgs: Sequence[BackgroundList | None], detector: object) -> 
                 f"SkyPcaTask: detector {detector} exposure {index} covers {background.getImageBBox()} "
                 f"with bins {background.getStatsImage().bbox}, others {bbox} with {grid}."
             )
-        stats = background.getStatsImage()
-        values = np.asarray(stats.image.array, dtype=np.float64).copy()
+    return bbox, grid
+
+
+def _read_bins(bgs: Sequence[BackgroundList | None], start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bins ``[start, stop)`` (row-major) of a detector: (n_exposures, n) values and errors.
+
+    NaN for BAD bins and missing exposures.  Read afresh at every pass of the
+    PCA, so that only one chunk of the detector is ever held in float64.
+    """
+    values = np.full((len(bgs), stop - start), np.nan)
+    errors = np.full((len(bgs), stop - start), np.nan)
+    for index, bg in enumerate(bgs):
+        if bg is None:
+            continue
+        stats = bg[0][0].getStatsImage()
+        values[index] = stats.image.array.ravel()[start:stop]
         if "BAD" in stats.mask.schema.names:
-            values[stats.mask.get("BAD")] = np.nan
-        rows.append(values.ravel())
+            values[index, stats.mask.get("BAD").ravel()[start:stop]] = np.nan
         # The stats image's variance plane holds the bin's standard error (afw's convention).
-        errors.append(np.asarray(stats.variance.array, dtype=np.float64).ravel())
-    return np.stack(rows), np.stack(errors)
+        errors[index] = stats.variance.array.ravel()[start:stop]
+    return values, errors
 
 
 class SkyPcaTask(Task):
@@ -534,35 +425,48 @@ class SkyPcaTask(Task):
         if not backgrounds or not ids:
             raise NoDataError("SkyPcaTask.run needs at least one detector and one exposure.")
         detectors = sorted(backgrounds)
-        blocks, noise = [], []
+        chunks: list[Chunk] = []
+        sizes: list[int] = []
         for det in detectors:
             if len(backgrounds[det]) != len(ids):
                 raise ValueError(
                     f"SkyPcaTask: detector {det} has {len(backgrounds[det])} backgrounds for "
                     f"{len(ids)} exposures; pass None for a missing one."
                 )
-            values, errors = _detector_values(backgrounds[det], det)
-            blocks.append(values)
-            noise.append(errors)
-        sizes = [block.shape[1] for block in blocks]
-        needed = pca_memory_bytes(len(ids), sum(sizes))
+            grid = _detector_grid(backgrounds[det], det)[1]
+            size = grid.shape[0] * grid.shape[1]
+            offset = sum(sizes)
+            # Chunks within one detector, so each reads one detector's backgrounds.
+            for start, stop in _column_chunks(size, len(ids)):
+                chunks.append(
+                    Chunk(
+                        offset + start,
+                        offset + stop,
+                        functools.partial(_read_bins, backgrounds[det], start, stop),
+                    )
+                )
+            sizes.append(size)
+        needed = pca_memory_bytes(len(ids), sum(sizes), n_comp, largest_block=max(sizes))
         if needed > self.config.maxMemoryGiB * 2**30:
             raise ProblemTooLargeError(
-                f"SkyPcaTask: {len(ids)} exposures x {sum(sizes)} bins of {len(detectors)} detectors need "
-                f"about {needed / 2**30:.1f} GiB, more than maxMemoryGiB = {self.config.maxMemoryGiB:g}. "
-                "Use coarser bins for the residual backgrounds (e.g. pipetask -c parameters:xBinSize=128 "
-                "-c parameters:yBinSize=128 with pipelines/BuildSkyTemplates.yaml, DES's 128-px blocks: 16x "
-                "fewer bins than 32 px), fewer exposures per build, or raise pca.maxMemoryGiB on a bigger "
-                "machine."
+                f"SkyPcaTask: {len(ids)} exposures x {sum(sizes)} bins of {len(detectors)} detectors and "
+                f"{n_comp} components need about {needed / 2**30:.2f} GiB of working memory beyond the "
+                f"inputs, more than maxMemoryGiB = {self.config.maxMemoryGiB:g}. Use coarser bins for the "
+                "residual backgrounds (e.g. pipetask -c parameters:xBinSize=128 -c parameters:yBinSize=128 "
+                "with pipelines/BuildSkyTemplates.yaml, DES's 128-px blocks: 16x fewer bins than 32 px), "
+                "fewer components, or raise pca.maxMemoryGiB on a bigger machine."
             )
-        result = robust_pca(
-            np.concatenate(blocks, axis=1),
+        result = chunked_robust_pca(
+            chunks,
+            len(ids),
+            sum(sizes),
             n_comp,
             clip=self.config.clip,
             n_iter=self.config.nIter,
             max_bad_fraction=self.config.maxBadFraction,
             max_residual_fraction=self.config.maxResidualFraction,
-            noise=np.concatenate(noise, axis=1),
+            has_noise=True,
+            want_clipped=False,
         )
         rejected = {index for index, _ in result.rejected_exposures}
         frames: dict[int, list[MaskedImage]] = {}

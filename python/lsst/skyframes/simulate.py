@@ -14,6 +14,7 @@ __all__ = [
     "ScienceDetector",
     "SimulatedExposure",
     "SkyPattern",
+    "binned_background",
     "define_planned_exposure",
     "detector_pattern",
     "exposure_header",
@@ -629,6 +630,39 @@ def _secondary_factor(p1: np.ndarray, pattern2: SkyPattern, weight: float) -> np
 # ---------------------------------------------------------------------------------------------------------
 # Science visits with known truth (used by the demo and the sky-correction tests)
 # ---------------------------------------------------------------------------------------------------------
+
+
+def binned_background(values: np.ndarray, errors: np.ndarray | float, bin_size: int = 32) -> BackgroundList:
+    """Wrap one detector's bin values as the background `SkyMeasurementTask.measureBackground` returns.
+
+    For the multi-component PCA at focal-plane sizes, where simulating and
+    binning every image would take far longer than the PCA itself.
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        (ny, nx) bin values (e.g. a normalised residual background); NaN
+        marks bins without data.
+    errors : `numpy.ndarray` or `float`
+        Standard error of each bin (the stats image's variance plane holds a
+        sigma, as afw's does).
+    bin_size : `int`, optional
+        Bin size in pixels: the background covers ``bin_size`` × the grid.
+
+    Returns
+    -------
+    background : `BackgroundList`
+        One element, its stats image holding ``values`` and ``errors`` as float32.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"binned_background needs a 2-d grid of bin values; got shape {values.shape}.")
+    stats = MaskedImage(Image(values.astype(np.float32)), mask_schema=default_mask_schema())
+    stats.variance.array[...] = errors
+    height, width = values.shape
+    bbox = Box.from_shape((height * bin_size, width * bin_size))
+    task = SkyMeasurementTask()
+    return SkyMeasurementTask.exposureToBackground(task.backgroundToExposure(stats, bbox))
 
 
 @dataclasses.dataclass

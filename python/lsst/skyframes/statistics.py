@@ -47,8 +47,9 @@ numba's cache (``cache=True``) is checked against the source of the kernel's
 own module only, yet a cached kernel holds the code of the kernels it calls
 from other modules: after editing a kernel module, delete the cached kernels
 (the ``*.nbi`` and ``*.nbc`` files in ``__pycache__``, or in
-``NUMBA_CACHE_DIR`` if set; ``make clean-numba-cache`` does it), or
-callers in unchanged modules keep running the old code.
+``NUMBA_CACHE_DIR`` if set, or in the user cache directory of a read-only
+installation, see `lsst.skyframes._jit`; ``make clean-numba-cache`` does
+it), or callers in unchanged modules keep running the old code.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
 
 from ._binned_kernels import (
     _bin_tasks,
@@ -91,6 +92,7 @@ from ._binned_kernels import (
     _schedule,
 )
 from ._group_kernels import _MEAN, _MEANCLIP, _MEDIAN, IQR_TO_SIGMA, _reduce_parallel
+from ._jit import njit
 from ._stack_kernels import _NETWORK_MAX_DEPTH, _sorting_network, _stack_kernel, _stack_network_kernel
 from .errors import BoxMismatchError, NoDataError, UnsupportedStyleError
 from .mask_planes import LEGACY_PLANE_ALIASES

@@ -25,6 +25,7 @@ works with, and back:
 from __future__ import annotations
 
 __all__ = [
+    "attached_detector",
     "camera_from_visit_images",
     "detector_geometry",
     "lsst_images_detector",
@@ -256,13 +257,44 @@ def detector_geometry(detector: Detector) -> DetectorGeometry:
     )
 
 
-def camera_from_visit_images(images: Iterable[VisitImage]) -> Camera:
+def attached_detector(image: Any) -> tuple[Detector, str, str]:
+    """Return what `camera_from_visit_images` needs of one image, without its pixels.
+
+    Parameters
+    ----------
+    image : `lsst.images.VisitImage`
+        The image.
+
+    Returns
+    -------
+    detector : `lsst.images.cameras.Detector`
+        The attached detector.
+    physical_filter, band : `str`
+        The filter it was taken with.
+
+    Raises
+    ------
+    lsst.skyframes.errors.VisitImageError
+        Raised if ``image`` is not a ``VisitImage``.
+    """
+    if not isinstance(image, VisitImage):
+        raise VisitImageError(
+            f"Without a camera the detectors come from the images, but got a {type(image).__name__}; "
+            "pass lsst.images VisitImages (with their detectors) or pass the camera (in a pipeline: "
+            "register it with `skyframes register REPO camera.yaml` and give <instrument>/calib with -i)."
+        )
+    return image.detector, image.physical_filter, image.band
+
+
+def camera_from_visit_images(images: Iterable[Any]) -> Camera:
     """Return the camera that the detectors attached to ``images`` describe.
 
     Parameters
     ----------
-    images : iterable of `lsst.images.VisitImage`
-        Images of one instrument (normally one visit), one per detector.
+    images : iterable of `lsst.images.VisitImage` or of `attached_detector` tuples
+        Images of one instrument (normally one visit), one per detector, or
+        what `attached_detector` returns for each (so the pixels need not be
+        held together).
 
     Returns
     -------
@@ -281,19 +313,14 @@ def camera_from_visit_images(images: Iterable[VisitImage]) -> Camera:
     detectors: dict[int, DetectorGeometry] = {}
     filters: dict[str, str] = {}
     instruments = set()
-    for image in images:
-        if not isinstance(image, VisitImage):
-            raise VisitImageError(
-                f"Without a camera the detectors come from the images, but got a {type(image).__name__}; "
-                "pass lsst.images VisitImages (with their detectors) or pass the camera (in a pipeline: "
-                "register it with `skyframes register REPO camera.yaml` and give <instrument>/calib with -i)."
-            )
-        geometry = detector_geometry(image.detector)
+    for item in images:
+        detector, physical_filter, band = item if isinstance(item, tuple) else attached_detector(item)
+        geometry = detector_geometry(detector)
         if geometry.id in detectors:
             raise VisitImageError(f"Two images have detector {geometry.id}; pass one image per detector.")
         detectors[geometry.id] = geometry
-        instruments.add(image.detector.instrument)
-        filters[image.physical_filter] = image.band
+        instruments.add(detector.instrument)
+        filters[physical_filter] = band
     if not detectors:
         raise VisitImageError("camera_from_visit_images got no images.")
     if len(instruments) > 1:
