@@ -45,6 +45,10 @@ class HeldImages:
         """Return the image ``index`` as the passes left it (the held object; ``into`` is not used)."""
         return self._images[index]
 
+    def outputs(self, make: Callable[[int], Any]) -> list[Any]:
+        """Return ``[make(0), make(1), ...]``, one per image: the images are in memory anyway."""
+        return [make(index) for index in range(len(self))]
+
     def close(self) -> None:
         """Nothing to release: the images are the caller's."""
 
@@ -141,6 +145,10 @@ class ScratchImages:
         if self._entries[index]["hasVariance"]:
             into.variance.array[...] = stored.variance.array
         return into
+
+    def outputs(self, make: Callable[[int], Any]) -> LazySequence:
+        """Return a sequence whose item ``index`` is ``make(index)``, made when asked for."""
+        return LazySequence(len(self), make)
 
     def close(self) -> None:
         """Delete the files."""

@@ -65,7 +65,7 @@ from lsst.pipe.base import (
 from lsst.pipe.base import connectionTypes as cT
 from lsst.utils.timer import timeMethod
 
-from ._visit_store import HeldImages, LazySequence, ScratchImages
+from ._visit_store import HeldImages, ScratchImages
 from .background import BackgroundList, BackgroundMI
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
@@ -680,7 +680,7 @@ class SkyCorrectionTask(PipelineTask):
         selected = {name: [values[k] for k in keep] for name, values in inputs.items()}
         calExps = selected["calExps"]
         absent = [None] * len(keep)
-        calBkgs = selected.get("calBkgs", absent)
+        calBkgs = selected.get("calBkgs")  # None: none were given
         skyFrames = selected.get("skyFrames", absent)
         skyComponents = selected.get("skyComponents", absent)
         ratios = selected.get("backgroundToPhotometricRatioHandles", absent)
@@ -692,17 +692,44 @@ class SkyCorrectionTask(PipelineTask):
         # (1) Restore the original backgrounds, detect objects; the images
         # then wait in the store for the passes over the whole focal plane.
         store = self._makeStore(calExps)
+        try:
+            skyCorr, isVisitImage, camera = self._restoreAndDetect(
+                store, ids, calExps, calBkgs, ratios, camera, detectorIds
+            )
+            nOriginal = [len(bgList) for bgList in skyCorr]
+            return self._fitAndSubtract(
+                store, calExps, isVisitImage, skyCorr, nOriginal, skyFrames, skyComponents, camera, ids
+            )
+        except BaseException:
+            store.close()
+            raise
+
+    def _restoreAndDetect(
+        self,
+        store: HeldImages | ScratchImages,
+        ids: Sequence[int],
+        calExps: Sequence[Any],
+        calBkgs: Sequence[Any] | None,
+        ratios: Sequence[Any],
+        camera: Camera | None,
+        detectorIds: Sequence[int],
+    ) -> tuple[list[BackgroundList], list[bool], Camera]:
+        """Pass (1) of `run`: each image read once, restored, object-masked and stored.
+
+        ``calBkgs`` is `None` when none were given. Returns the start of each
+        detector's ``skyCorr``, whether each image is a VisitImage, and the
+        camera (``camera``, or the one the VisitImages' detectors make).
+        """
         skyCorr: list[BackgroundList] = []
         attached = []
         isVisitImage = []
-        for d, calExp, calBkg, ratio in zip(ids, calExps, calBkgs, ratios, strict=True):
+        for d, calExp, calBkg, ratio in zip(ids, calExps, calBkgs or [None] * len(ids), ratios, strict=True):
             image = _load(calExp)
             if camera is None:
                 # The detectors come from the images, one at a time.
                 attached.append(attached_detector(image))
                 detector = detector_geometry(attached[-1][0])
                 if detector.id != d:
-                    store.close()
                     raise VisitImageError(
                         f"SkyCorrectionTask.run: detectorIds {[int(i) for i in detectorIds]} differ from the "
                         f"detectors attached to the images (detector {detector.id} where {d} was given); "
@@ -710,13 +737,13 @@ class SkyCorrectionTask(PipelineTask):
                     )
             else:
                 detector = camera[d]
-            self._checkImageType(image, detector, noBackgrounds=calBkgs is absent)
+            self._checkImageType(image, detector, noBackgrounds=calBkgs is None)
             if self.config.doApplyFlatBackgroundRatio:
                 # Before any background work, as the reference does: the
                 # restored background below is then added unscaled.
                 self._applyFlatBackgroundRatio(image, _load(ratio), detector)
             calBkg = _load(calBkg)
-            if calBkgs is absent and isinstance(image, VisitImage):
+            if calBkgs is None and isinstance(image, VisitImage):
                 calBkg = self._visitImageBackground(image)
             skyCorr.append(self._restoreBackground(image, calBkg, detector))
             if self.config.doMaskObjects:
@@ -728,14 +755,7 @@ class SkyCorrectionTask(PipelineTask):
             del image
         if camera is None:
             camera = camera_from_visit_images(attached)
-        nOriginal = [len(bgList) for bgList in skyCorr]
-        try:
-            return self._fitAndSubtract(
-                store, calExps, isVisitImage, skyCorr, nOriginal, skyFrames, skyComponents, camera, ids
-            )
-        except BaseException:
-            store.close()
-            raise
+        return skyCorr, isVisitImage, camera
 
     def _fitAndSubtract(
         self,
@@ -788,6 +808,13 @@ class SkyCorrectionTask(PipelineTask):
         result.skyComponentCoefficients = coefficients
         result.detectorIds = ids
 
+        def correctedExp(index: int) -> MaskedImage:
+            # From scratch files, the image as read with the stored planes
+            # (so a VisitImage keeps its detector, PSF...); held images are
+            # the inputs themselves.
+            into = _load(calExps[index]) if isVisitImage[index] or self._keepVariance else None
+            return images.final(index, into)
+
         def correctedVisitImage(index: int) -> VisitImage:
             return with_correction(
                 correctedExp(index),
@@ -797,23 +824,10 @@ class SkyCorrectionTask(PipelineTask):
                 image_is_corrected=True,
             )
 
-        if isinstance(images, HeldImages):
-            correctedExp = images.final
-            result.correctedExp = list(images)
-        else:
-            # Made one at a time when written: the image as read, with the
-            # stored planes (so a VisitImage keeps its detector, PSF...).
-            def correctedExp(index: int) -> MaskedImage:
-                into = _load(calExps[index]) if isVisitImage[index] or self._keepVariance else None
-                return images.final(index, into)
-
-            result.correctedExp = LazySequence(len(images), correctedExp)
+        result.correctedExp = images.outputs(correctedExp)
         result.correctedVisitImage = None
         if self.config.doWriteCorrectedVisitImage:
-            if isinstance(images, HeldImages):
-                result.correctedVisitImage = [correctedVisitImage(k) for k in range(len(images))]
-            else:
-                result.correctedVisitImage = LazySequence(len(images), correctedVisitImage)
+            result.correctedVisitImage = images.outputs(correctedVisitImage)
         result.store = images
         return result
 
