@@ -22,6 +22,7 @@ from lsst.daf.butler import Butler, DatasetType
 from lsst.images import VisitImage
 
 import test_correction
+import test_visit_images
 from conftest import APPLY_PIPELINE, tool
 from lsst.skyframes.background import BackgroundList
 from lsst.skyframes.certify import certify_calibrations
@@ -30,7 +31,7 @@ from lsst.skyframes.instrument import SkyFramesInstrument
 from lsst.skyframes.repo import calib_collection, create_repo
 from lsst.skyframes.simulate import define_planned_exposure
 from lsst.skyframes.truth import large_scale_residual, visit_sky_level
-from lsst.skyframes.visit_images import detector_geometry, make_visit_image
+from lsst.skyframes.visit_images import detector_geometry
 
 frames = test_correction.frames
 visit = test_correction.visit
@@ -39,7 +40,6 @@ make_config = test_correction.make_config
 residual_rms = test_correction.residual_rms
 AMPLITUDE = test_correction.AMPLITUDE
 
-PSF_SIGMA = 1.8
 VISITS_RUN = "visit_images"
 SKY_RUN = "sky_frames"
 DIMENSIONS = ("instrument", "visit", "detector")
@@ -110,18 +110,9 @@ def repo(tmp_path_factory, frames, visit):
     certify_calibrations(butler, SKY_RUN)
     define_planned_exposure(butler, camera, plan)
     define_visit_detectors(butler, camera.instrument, plan.exposure_id, list(visit))
-    inputs = {}
-    for d in sorted(visit):
-        inputs[d] = make_visit_image(
-            visit[d].image,
-            camera[d],
-            band=camera.band_of(plan.physical_filter),
-            physical_filter=plan.physical_filter,
-            psf_sigma=PSF_SIGMA,
-            subtracted=visit[d].background,
-            instrument=camera.instrument,
-            visit=plan.exposure_id,
-        )
+    # test_visit_images' VisitImages of the same visit, made with lsst.images alone.
+    inputs = test_visit_images.visit_images(frames, visit)
+    for d in sorted(inputs):
         butler.put(
             inputs[d],
             "preliminary_visit_image",
