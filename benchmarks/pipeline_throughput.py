@@ -19,7 +19,10 @@ of ``--size``² pixels (default 4 exposures of 2 x 1 detectors of 4096²), simul
    SkyCorrectionTask per visit), CPU time per task.
 
 It prints per task the quanta's CPU, read/compute/write wall split, the Task-level CPU and the
-ratio pipeline / Task level, then the totals. ``--jobs 1 2`` also runs each pipetask with
+ratio pipeline / Task level, then the totals; what each dataset type costs on disk; and the
+apply pipeline's peak memory through pipetask against the detectors of a visit
+(``--memory-counts``, default 2 4 6 detectors of ``--memory-size``² = 1024², see `apply_memory`).
+``--jobs 1 2`` also runs each pipetask with
 ``-j 2`` and prints the wall-time speed-up. Results go to
 ``benchmarks/results/pipeline-throughput-<time>.json``.
 
@@ -139,6 +142,36 @@ def _quanta(root: str, collection: str, labels) -> dict[str, dict[str, float]]:
     return totals
 
 
+def _disk(root: str, collections: dict[str, str], pixels: int) -> dict[str, dict[str, float]]:
+    """Per dataset type written (or ingested): datasets, mean file size, bytes per detector pixel."""
+    from lsst.daf.butler import Butler
+
+    butler = Butler.from_config(root)
+    sizes: dict[str, dict[str, float]] = {}
+    for name, collection in collections.items():
+        refs = butler.query_datasets(name, collections=collection, explain=False)
+        if not refs:
+            continue
+        total = sum(butler.getURI(ref).size() for ref in refs)
+        sizes[name] = {"datasets": len(refs), "mean_bytes": total / len(refs)}
+        sizes[name]["bytes_per_pixel"] = sizes[name]["mean_bytes"] / pixels
+    return sizes
+
+
+# What the build writes, and its input, per dataset type (the collection each is in).
+DISK_DATASETS = {
+    "post_isr_image": "raw",
+    "cpSkyObjectMask": "build",
+    "cpSkyDetectorBackground": "build",
+    "cpSkyExpBackground": "build",
+    "cpSkyExpScale": "build",
+    "cpSkyExpResidualBackground": "build",
+    "sky": "build",
+    "sky_quality": "build",
+    "skyCorr": "skycorr",
+}
+
+
 def _utc(text: str) -> float:
     import datetime
 
@@ -192,7 +225,89 @@ def pipelines(scenario: Scenario, workdir: Path, jobs: int) -> dict[str, object]
     return {
         "build": {"process": build, "tasks": _quanta(root, "build", BUILD_TASKS)},
         "apply": {"process": apply, "tasks": _quanta(root, "skycorr", ("skyCorr",))},
+        "disk": _disk(root, DISK_DATASETS, scenario.camera[0].width * scenario.camera[0].height),
     }
+
+
+def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, object]:
+    """Peak memory of the apply pipeline, through pipetask, against the detectors in a visit.
+
+    A 3 x 2 camera of ``size``² detectors: the build (4 exposures), then for each count n one
+    visit of the first n detectors, each corrected by its own ``pipetask run`` (``-d visit=...``).
+    The skyCorr quantum's ``endMaxResidentSetSize`` (the process's peak RSS) per visit, and its
+    least-squares growth per extra detector in units of one detector's image planes (12 bytes per
+    pixel).
+    """
+    from lsst.daf.butler import Butler
+
+    from lsst.skyframes.camera import make_synthetic_camera
+    from lsst.skyframes.correction import register_correction_inputs
+    from lsst.skyframes.ingest import write_processed_fits
+    from lsst.skyframes.repo import calib_collection
+    from lsst.skyframes.simulate import (
+        ExposurePlan,
+        exposure_header,
+        plan_exposures,
+        put_science_visit,
+        simulate_detector,
+        simulate_science_visit,
+    )
+
+    camera = make_synthetic_camera(n_x=3, n_y=2, size=size)
+    root = str(workdir / "memory-repo")
+    camera_file = workdir / "memory-camera.yaml"
+    camera.to_yaml(camera_file)
+    files = []
+    for plan in plan_exposures(4, camera.physical_filters[0], seed=SEED):
+        for detector in camera:
+            image = simulate_detector(detector, plan, seed=SEED, n_stars=40, n_galaxies=8).image
+            path = workdir / f"memory_{plan.exposure_id}_{detector.id}.fits"
+            write_processed_fits(path, image, exposure_header(detector, plan))
+            files.append(str(path))
+    env = dict(os.environ, SKYFRAMES_CAMERA=str(camera_file), PYTHONUNBUFFERED="1")
+    skyframes = _tool("skyframes")
+    calib = calib_collection(camera.instrument)
+    for command in (
+        [skyframes, "create-repo", root],
+        [skyframes, "register", root, str(camera_file)],
+        [skyframes, "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
+        [_tool("pipetask"), "run", "-b", root, "-i", f"raw,{calib}", "-o", "build", "-p", str(BUILD)]
+        + ["--instrument", INSTRUMENT, "--register-dataset-types"],
+        [skyframes, "certify", root, "build", "--begin", "2026-10-01T00:00:00"],
+    ):
+        _run(command, env)
+    butler = Butler.from_config(root, writeable=True)
+    register_correction_inputs(butler, "visits")
+    visits = {}
+    for n in counts:
+        plan = ExposurePlan(
+            exposure_id=9000 + n,
+            physical_filter=camera.physical_filters[0],
+            sky_level=1500.0,
+            gradient=(8e-4, -5e-4),
+            obs_start=f"2026-11-20T0{n}:00:00",
+        )
+        visit = simulate_science_visit(camera, plan, seed=SEED + n, n_stars=40, n_galaxies=8)
+        first = sorted(visit)[:n]
+        put_science_visit(butler, camera, plan, {d: visit[d] for d in first}, "visits")
+        visits[n] = plan.exposure_id
+    del butler
+    rows = []
+    for n, visit_id in visits.items():
+        output = f"skycorr{n}"
+        _run(
+            [_tool("pipetask"), "run", "-b", root, "-i", f"visits,{calib}", "-o", output, "-p", str(APPLY)]
+            + ["--instrument", INSTRUMENT, "--register-dataset-types", "-d", f"visit = {visit_id}"],
+            env,
+        )
+        butler = Butler.from_config(root)
+        (ref,) = butler.query_datasets("skyCorr_metadata", collections=output, explain=False)
+        peak = butler.get(ref)["quantum"]["endMaxResidentSetSize"]
+        rows.append({"n_detectors": n, "peak_rss_bytes": peak})
+    import numpy as np
+
+    slope = float(np.polyfit([r["n_detectors"] for r in rows], [r["peak_rss_bytes"] for r in rows], 1)[0])
+    return {"size": size, "rows": rows, "growth_images_per_detector": slope / (12 * size * size)}
 
 
 def _pipeline_configs(pipeline_file: Path, camera) -> dict[str, object]:
@@ -311,6 +426,14 @@ def main() -> None:
     parser.add_argument("--ny", type=int, default=1)
     parser.add_argument("--exposures", type=int, default=4)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1], help="pipetask -j values (1 first)")
+    parser.add_argument(
+        "--memory-counts",
+        type=int,
+        nargs="*",
+        default=[2, 4, 6],
+        help="detectors per visit for the apply pipeline's memory growth (none: skip)",
+    )
+    parser.add_argument("--memory-size", type=int, default=1024, help="detector side for the memory runs")
     args = parser.parse_args()
     if args.jobs[0] != 1:
         args.jobs.insert(0, 1)
@@ -329,11 +452,36 @@ def main() -> None:
     print("Task level: done", flush=True)
     title = f"{args.exposures} exposures x {args.nx * args.ny} detectors of {args.size}^2, one visit"
     text = f"{title}; CPU seconds\n" + _table(runs, tasks)
+    disk = runs[1]["disk"]
+    text += "\n\non disk (pipetask -j 1 run): dataset type, datasets, mean size, bytes per detector pixel"
+    for name, row in disk.items():
+        size = row["mean_bytes"] / 1e6
+        text += f"\n{name:28s} {row['datasets']:4d} {size:10.3f} MB {row['bytes_per_pixel']:8.4f}"
+    memory = None
+    if args.memory_counts:
+        with tempfile.TemporaryDirectory(prefix="skyframes-throughput-memory-") as workdir:
+            memory = apply_memory(args.memory_size, args.memory_counts, Path(workdir))
+        text += (
+            f"\n\napply through pipetask, {args.memory_size}^2 detectors: peak RSS of the process per visit"
+        )
+        for row in memory["rows"]:
+            text += f"\n  {row['n_detectors']} detectors: {row['peak_rss_bytes'] / 2**20:8.0f} MiB"
+        text += (
+            f"\n  growth per extra detector: {memory['growth_images_per_detector']:.3f} detector images "
+            "(12 bytes per pixel)"
+        )
     load_after = load_average()
     text += f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}"
     print(text)
     path = write_json(
-        {"machine": info, "args": vars(args), "pipelines": runs, "task_level": tasks, "table": text},
+        {
+            "machine": info,
+            "args": vars(args),
+            "pipelines": runs,
+            "task_level": tasks,
+            "apply_memory": memory,
+            "table": text,
+        },
         "pipeline-throughput",
     )
     print(f"wrote {path}")

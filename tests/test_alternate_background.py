@@ -405,7 +405,7 @@ def test_pipetask_build_recovers_each_type(pipetask_build):
         counts = [
             good_pixel_counts(
                 butler.get(
-                    "cpSkyMaskedIsrExp", instrument=camera.instrument, exposure=p.exposure_id, detector=d.id
+                    "cpSkyObjectMask", instrument=camera.instrument, exposure=p.exposure_id, detector=d.id
                 ),
                 BIN,
                 planes,

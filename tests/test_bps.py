@@ -91,7 +91,7 @@ def test_bps_submit_matches_pipetask(reference_build, tmp_path):
     butler = repo.butler()
     counts = read_every_dataset(butler, "bps/run")
     n_det, n_exp = len(repo.camera), len(repo.plans)
-    assert counts["sky"] == n_det and counts["cpSkyMaskedIsrExp"] == n_det * n_exp
+    assert counts["sky"] == n_det and counts["cpSkyObjectMask"] == n_det * n_exp
     # The final job put the new run at the head of the output chain, before the inputs.
     assert list(butler.collections.get_info("bps").children)[0] == "bps/run"
     assert_identical_frames(sky_frames(repo, "bps/run"), sky_frames(repo, reference_run))

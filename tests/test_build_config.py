@@ -109,7 +109,8 @@ def test_pipetask_run_refuses_the_ignored_bin_size(tmp_path):
 # message): renaming the connection on one side alone must stop pipeline resolution with that message.
 CONNECTION_CONTRACTS = [
     ("cpSkyScaleMeasure", "inputBkgs", "cpSkyImage writes as connections.maskedBkg"),
-    ("cpSkySubtractBackground", "inputExp", "cpSkyImage writes as connections.maskedExp"),
+    ("cpSkySubtractBackground", "inputExp", "cpSkyImage reads as connections.inputExp"),
+    ("cpSkySubtractBackground", "objectMask", "cpSkyImage writes as connections.objectMask"),
     ("cpSkySubtractBackground", "inputBkg", "cpSkyScaleMeasure writes as connections.outputBkg"),
     ("cpSkySubtractBackground", "inputScale", "cpSkyScaleMeasure writes as connections.outputScale"),
     ("COMBINE", "inputBkgs", "cpSkySubtractBackground writes as connections.outputBkg"),
@@ -130,13 +131,37 @@ def test_contract_refuses_a_connection_renamed_on_one_side(path, label, task, co
 def test_contracts_accept_a_dataset_type_renamed_on_both_sides(path, label):
     graph = _graph(
         path,
-        ("cpSkyImage", "connections.maskedExp", "renamedMaskedExp"),
-        ("cpSkySubtractBackground", "connections.inputExp", "renamedMaskedExp"),
-        (label, "connections.inputExpHandles", "renamedMaskedExp"),
+        ("cpSkyImage", "connections.inputExp", "renamedInput"),
+        ("cpSkySubtractBackground", "connections.inputExp", "renamedInput"),
+        ("cpSkyImage", "connections.objectMask", "renamedObjectMask"),
+        ("cpSkySubtractBackground", "connections.objectMask", "renamedObjectMask"),
+        (label, "connections.inputExpHandles", "renamedObjectMask"),
     )
     assert {edge.parent_dataset_type_name for edge in graph.tasks[label].inputs.values()} >= {
-        "renamedMaskedExp"
+        "renamedObjectMask"
     }
+    assert {
+        edge.parent_dataset_type_name for edge in graph.tasks["cpSkySubtractBackground"].inputs.values()
+    } >= {"renamedInput", "renamedObjectMask"}
+
+
+@pytest.mark.parametrize("path, label", PIPELINES)
+def test_cp_pipes_masked_copy_is_written_and_read_only_when_asked_for(path, label):
+    """doWriteMaskedExp writes cpSkyMaskedIsrExp (cp_pipe's), which cpSkySubtractBackground may then read."""
+    default = _graph(path)
+    assert "maskedExp" not in default.tasks["cpSkyImage"].outputs
+    graph = _graph(
+        path,
+        ("cpSkyImage", "doWriteMaskedExp", True),
+        ("cpSkySubtractBackground", "connections.inputExp", "cpSkyMaskedIsrExp"),
+    )
+    assert graph.tasks["cpSkyImage"].outputs["maskedExp"].parent_dataset_type_name == "cpSkyMaskedIsrExp"
+    assert graph.tasks["cpSkySubtractBackground"].inputs["inputExp"].parent_dataset_type_name == (
+        "cpSkyMaskedIsrExp"
+    )
+    # Without the masked copy there is nothing to read under that name.
+    with pytest.raises(ContractError, match="cpSkyImage reads as connections.inputExp"):
+        _graph(path, ("cpSkySubtractBackground", "connections.inputExp", "cpSkyMaskedIsrExp"))
 
 
 @pytest.mark.parametrize("path, label", PIPELINES)

@@ -97,7 +97,7 @@ def test_sky_frames_match_truth_within_noise(built):
         counts = [
             good_pixel_counts(
                 butler.get(
-                    "cpSkyMaskedIsrExp",
+                    "cpSkyObjectMask",
                     instrument=camera.instrument,
                     exposure=plan.exposure_id,
                     detector=detector.id,

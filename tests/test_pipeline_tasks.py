@@ -169,13 +169,14 @@ def chain(reference_build, tmp_path_factory):
         per_exposure = {"instrument": instrument, "exposure": exposure}
         pairs = [per_exposure | {"detector": d.id} for d in camera]
         for pair in pairs:
-            io = {"inputExp": pair, "camera": camera_id, "maskedExp": pair, "maskedBkg": pair}
+            io = {"inputExp": pair, "camera": camera_id, "objectMask": pair, "maskedBkg": pair}
             steps["image"].append(_run_quantum(image_task, butler, pair, io))
         io = {"inputBkgs": pairs, "outputBkg": per_exposure, "outputScale": per_exposure}
         steps["scale"].append(_run_quantum(scale_task, butler, per_exposure, io))
         for pair in pairs:
             io = {
                 "inputExp": pair,
+                "objectMask": pair,
                 "inputBkg": per_exposure,
                 "inputScale": per_exposure,
                 "camera": camera_id,
@@ -244,6 +245,26 @@ def test_every_quantum_hands_run_what_the_repository_holds(chain, reference_buil
     (correct,) = steps["correct"]
     assert sorted(correct.kwargs["detectorIds"]) == sorted(reference.camera.detector_ids)
     assert np.isfinite(correct.result.skyFrameScale)
+
+
+def test_subtract_bins_the_masked_image_cpskyimage_made(chain):
+    """The previous design's data flow, at the Task level, gives the same residual backgrounds.
+
+    cp_pipe (and this package before cpSkyObjectMask) handed cpSkySubtractBackground the masked image
+    cpSkyImage made (cpSkyMaskedIsrExp, written losslessly); now its runQuantum re-reads the input's
+    image plane and applies the object mask. Bit-identical residuals make bit-identical sky frames.
+    """
+    _, steps = chain
+    made = {(step.data_id["exposure"], step.data_id["detector"]): step.result for step in steps["image"]}
+    for step in steps["subtract"]:
+        masked = made[step.data_id["exposure"], step.data_id["detector"]].maskedExp
+        previous = step.task.run(**(step.kwargs | {"inputExp": masked.copy()})).outputBkg
+        now = step.result.outputBkg
+        assert len(previous) == len(now) > 0
+        for before, after in zip(previous, now, strict=True):
+            for plane in ("image", "mask", "variance"):
+                expected = getattr(before[0].getStatsImage(), plane).array
+                assert getattr(after[0].getStatsImage(), plane).array.tobytes() == expected.tobytes(), plane
 
 
 def test_every_result_is_valid_for_its_connections(chain):

@@ -59,7 +59,7 @@ def test_build_pipeline_on_postgres(pg_repo, reference_build):
     counts = read_every_dataset(pg_repo.butler(), "build/run")
     n_det, n_exp = len(pg_repo.camera), len(pg_repo.plans)
     assert counts["sky"] == n_det
-    assert counts["cpSkyMaskedIsrExp"] == counts["cpSkyExpResidualBackground"] == n_det * n_exp
+    assert counts["cpSkyObjectMask"] == counts["cpSkyExpResidualBackground"] == n_det * n_exp
     assert counts["cpSkyExpScale"] == n_exp
     # Same inputs as the SQLite reference repository: the registry must not change a bit.
     reference_repo, reference_run = reference_build
@@ -160,19 +160,20 @@ def test_concurrent_pipetask_runs(pg_repo, reference_build):
     for name, ids in halves.items():
         run = f"concurrent/{name}/run"
         counts = read_every_dataset(butler, run)
-        assert counts["cpSkyMaskedIsrExp"] == counts["cpSkyDetectorBackground"] == n_det * len(ids)
+        assert counts["cpSkyObjectMask"] == counts["cpSkyDetectorBackground"] == n_det * len(ids)
         written = {
-            ref.dataId["exposure"] for ref in butler.query_datasets("cpSkyMaskedIsrExp", collections=run)
+            ref.dataId["exposure"] for ref in butler.query_datasets("cpSkyObjectMask", collections=run)
         }
         assert written == set(ids)
-        # Each process wrote its own exposures' pixels, the same as one uninterrupted process did
-        # from the same inputs in the SQLite reference repository.
+        # Each process wrote its own exposures' object masks, the same as one uninterrupted process
+        # did from the same inputs in the SQLite reference repository.
         for exposure in ids:
             for detector in pg_repo.camera:
                 data_id = {"instrument": pg_repo.instrument, "exposure": exposure, "detector": detector.id}
-                got = butler.get("cpSkyMaskedIsrExp", data_id, collections=run)
-                expected = reference.get("cpSkyMaskedIsrExp", data_id, collections=reference_run)
-                assert got.image.array.tobytes() == expected.image.array.tobytes(), data_id
+                got = butler.get("cpSkyObjectMask", data_id, collections=run)
+                expected = reference.get("cpSkyObjectMask", data_id, collections=reference_run)
+                assert np.array_equal(got.replaced, expected.replaced), data_id
+                assert got.values.tobytes() == expected.values.tobytes(), data_id
                 assert np.array_equal(got.mask.array, expected.mask.array), data_id
 
 

@@ -27,6 +27,8 @@ PIPELINES = [
             "cpSkySubtractBackground": {"includeAlternateBackground": True},
         },
     ),
+    # cp_pipe's masked copy of every input, on request.
+    ("BuildSkyFrame.yaml", {"cpSkyImage": {"doWriteMaskedExp": True}}),
     ("BuildSkyTemplates.yaml", {}),
     ("ApplySkyFrame.yaml", {}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"nComponents": 2}}),

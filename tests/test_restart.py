@@ -53,7 +53,7 @@ def test_killed_run_resumes_to_identical_frames(reference_build, tmp_path):
         try:
             deadline = time.monotonic() + 180
             # Two outputs of step 1 means its first quantum is done and the second is under way.
-            while _count(repo.root, "cpSkyMaskedIsrExp", run) < 2:
+            while _count(repo.root, "cpSkyObjectMask", run) < 2:
                 assert process.poll() is None, f"pipetask ended before it could be killed:\n{log.read_text()}"
                 assert time.monotonic() < deadline, "pipetask wrote no cpSkyMaskedIsrExp in 180 s"
                 time.sleep(0.05)
@@ -65,7 +65,7 @@ def test_killed_run_resumes_to_identical_frames(reference_build, tmp_path):
     butler = repo.butler()
     n_det, n_exp = len(repo.camera), len(repo.plans)
     killed = read_every_dataset(butler, run)  # nothing half-written is visible
-    assert 2 <= killed["cpSkyMaskedIsrExp"] < n_det * n_exp
+    assert 2 <= killed["cpSkyObjectMask"] < n_det * n_exp
     assert "sky" not in killed
 
     result = check(repo.pipetask("-o", "restart", "--output-run", run, *RESUME_FLAGS), "resumed pipetask run")
@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_identical_frames(reference_build, tmp_path):
 
     resumed = read_every_dataset(repo.butler(), run)
     assert resumed["sky"] == n_det
-    assert resumed["cpSkyMaskedIsrExp"] == resumed["cpSkyImage_metadata"] == n_det * n_exp
+    assert resumed["cpSkyObjectMask"] == resumed["cpSkyImage_metadata"] == n_det * n_exp
     assert_identical_frames(sky_frames(repo, run), sky_frames(repo, reference_run))
 
 
@@ -136,10 +136,10 @@ def test_one_corrupted_input_fails_alone(corrupted, fault_run):
 
     butler = repo.butler()
     counts = read_every_dataset(butler, "fault/run")
-    assert counts["cpSkyMaskedIsrExp"] == counts["cpSkyDetectorBackground"] == 2 * len(repo.camera) - 1
+    assert counts["cpSkyObjectMask"] == counts["cpSkyDetectorBackground"] == 2 * len(repo.camera) - 1
     produced = {
         (ref.dataId["exposure"], ref.dataId["detector"])
-        for ref in butler.query_datasets("cpSkyMaskedIsrExp", collections="fault/run")
+        for ref in butler.query_datasets("cpSkyObjectMask", collections="fault/run")
     }
     assert (bad["exposure"], bad["detector"]) not in produced
     assert len(produced) == 2 * len(repo.camera) - 1

@@ -210,17 +210,18 @@ def test_a_clash_inside_the_build_renames_producer_and_consumers(repo):
     _, root, _ = repo
     universe = Butler.from_config(root).dimensions
     registered = {
-        "cpSkyMaskedIsrExp": DatasetType(
-            "cpSkyMaskedIsrExp", ("instrument", "exposure", "detector"), "ExposureF", universe=universe
+        "cpSkyObjectMask": DatasetType(
+            "cpSkyObjectMask", ("instrument", "exposure", "detector"), "ExposureF", universe=universe
         ),
     }
     graph = Pipeline.from_uri(str(BUILD_PIPELINE)).to_graph()
     with pytest.raises(StorageClassClashError) as caught:
         check_storage_classes(graph, dataset_types=registered)
     # One clash per skyframes connection using it: the producer and both consumers.
-    assert caught.value.clashes == (("cpSkyMaskedIsrExp", "ExposureF", "MaskedImageV2"),) * 3
-    renamed = "=cpSkyMaskedIsrExp_skyframes"
+    assert caught.value.clashes == (("cpSkyObjectMask", "ExposureF", "SkyObjectMask"),) * 3
+    renamed = "=cpSkyObjectMask_skyframes"
     assert (
-        f"e.g.: -c cpSkyImage:connections.maskedExp{renamed} -c cpSkySubtractBackground:connections.inputExp"
-        f"{renamed} -c cpSkyCombine:connections.inputExpHandles{renamed}\n" in str(caught.value)
+        f"e.g.: -c cpSkyImage:connections.objectMask{renamed} -c "
+        f"cpSkySubtractBackground:connections.objectMask{renamed} -c "
+        f"cpSkyCombine:connections.inputExpHandles{renamed}\n" in str(caught.value)
     )

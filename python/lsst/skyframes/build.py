@@ -1,12 +1,15 @@
 """The four PipelineTasks that build a sky frame (the Rubin cp_pipe ``cpSky`` steps).
 
 - `CpSkyImageTask` (instrument, physical_filter, exposure, detector): processed
-  image -> object-masked image and a focal-plane background of that detector;
+  image -> object mask (what masking changed, `~lsst.skyframes.object_mask.ObjectMask`;
+  the whole masked image too with ``doWriteMaskedExp``, as cp_pipe) and a
+  focal-plane background of that detector;
 - `CpSkyScaleMeasureTask` (instrument, physical_filter, exposure): detectors'
   focal-plane backgrounds -> merged background and the sky level (scale);
 - `CpSkySubtractBackgroundTask` (instrument, physical_filter, exposure,
-  detector): masked image, merged background, scale -> normalised residual
-  background;
+  detector): the processed image's image plane, read again, with its object
+  mask (the masked image, bit for bit), merged background, scale ->
+  normalised residual background;
 - `CpSkyCombineTask` (instrument, physical_filter, detector): residual
   backgrounds of every exposure -> the ``sky`` calibration, with cp_pipe's
   calibration header (`calibration_header`), dated from the exposure records
@@ -88,6 +91,7 @@ from .errors import CameraError, ConfigMismatchError, MissingMetadataError, NoDa
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
+from .object_mask import ObjectMask
 from .pca import SkyPcaTask
 from .quality import quality_report, select_inputs
 from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask, algorithm_style, measurement_bin_edges
@@ -187,14 +191,24 @@ class CpSkyImageConnections(
 ):
     inputExp = cT.Input(
         name="post_isr_image",
-        doc="Processed single-detector image (e.g. after ISR).",
+        doc="Processed single-detector image (e.g. after ISR). Only the planes masking needs are read: "
+        "image and mask, and the variance for detection.thresholdType='pixel_stdev' or doWriteMaskedExp.",
         storageClass="MaskedImageV2",
         dimensions=("instrument", "exposure", "detector"),
+        deferLoad=True,
     )
     camera = camera_connection()
+    objectMask = cT.Output(
+        name="cpSkyObjectMask",
+        doc="What object masking changed: the mask after masking and the values of the pixels it replaced "
+        "(an ObjectMask). With the input's image plane it gives back the masked image, bit for bit.",
+        storageClass="SkyObjectMask",
+        dimensions=("instrument", "exposure", "detector"),
+    )
     maskedExp = cT.Output(
         name="cpSkyMaskedIsrExp",
-        doc="Image with objects masked and replaced by a smooth background.",
+        doc="Image with objects masked and replaced by a smooth background (doWriteMaskedExp only; cp_pipe "
+        "always writes it).",
         storageClass="MaskedImageV2",
         dimensions=("instrument", "exposure", "detector"),
     )
@@ -204,6 +218,11 @@ class CpSkyImageConnections(
         storageClass="SkyFocalPlaneBackground",
         dimensions=("instrument", "exposure", "detector"),
     )
+
+    def __init__(self, *, config: CpSkyImageConfig | None = None) -> None:
+        super().__init__(config=config)
+        if config is None or not config.doWriteMaskedExp:
+            del self.maskedExp
 
 
 class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnections):
@@ -223,6 +242,13 @@ class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnect
         doc="k-sigma threshold for masking pixels. Unused, as in cp_pipe, where the field exists but nothing "
         "reads it: the detection threshold is maskTask.detection.thresholdValue.",
         default=3.0,
+    )
+    doWriteMaskedExp = Field[bool](
+        doc="Also write the whole masked image as cpSkyMaskedIsrExp, as cp_pipe does (e.g. to look at the "
+        "masks)? The build does not need it: cpSkySubtractBackground re-reads the input's image plane and "
+        "applies cpSkyObjectMask. It costs a compressed copy of every input (about 4.5 bytes per pixel) "
+        "and the time to write it (the README's dataset table).",
+        default=False,
     )
 
     def setDefaults(self) -> None:
@@ -264,9 +290,29 @@ class CpSkyImageTask(PipelineTask):
         data_id = butlerQC.quantum.dataId
         detector = inputs["camera"][data_id["detector"]]
         outputs = self.run(
-            inputExp=inputs["inputExp"], camera=inputs["camera"], detector=detector, where=describe(data_id)
+            inputExp=self._read(inputs["inputExp"]),
+            camera=inputs["camera"],
+            detector=detector,
+            where=describe(data_id),
         )
         butlerQC.put(outputs, outputRefs)
+
+    @property
+    def needsVariance(self) -> bool:
+        """Whether this configuration reads the input's variance plane.
+
+        Only detection with ``thresholdType='pixel_stdev'`` uses it, and
+        ``doWriteMaskedExp`` writes it; otherwise runQuantum reads the image
+        and mask planes alone (decompressing a plane costs more than masking
+        objects in it).
+        """
+        return self.config.doWriteMaskedExp or self.config.maskTask.detection.thresholdType == "pixel_stdev"
+
+    def _read(self, handle: Any) -> MaskedImage:
+        if self.needsVariance:
+            return handle.get()
+        planes = handle.get(component="components", parameters={"components": ["image", "mask"]})
+        return MaskedImage(planes["image"], mask=planes["mask"])
 
     def run(
         self, inputExp: MaskedImage, camera: Camera, detector: DetectorGeometry, *, where: str | None = None
@@ -288,7 +334,9 @@ class CpSkyImageTask(PipelineTask):
         Returns
         -------
         result : `lsst.pipe.base.Struct`
-            ``maskedExp`` (the masked image) and ``maskedBkg`` (a
+            ``maskedExp`` (the masked image, ``inputExp`` itself),
+            ``objectMask`` (the `~lsst.skyframes.object_mask.ObjectMask` of
+            what masking changed) and ``maskedBkg`` (a
             `FocalPlaneBackground` holding only this detector).
 
         Notes
@@ -301,6 +349,7 @@ class CpSkyImageTask(PipelineTask):
         like this, cpSkyScaleMeasure drops the exposure.
         """
         pixels, mask = image_and_mask(inputExp)
+        before = pixels.array.copy()
         unusable = ~np.isfinite(pixels.array)
         if mask is not None:
             unusable |= bad_pixel_mask(mask, list(self.config.maskList))
@@ -315,7 +364,9 @@ class CpSkyImageTask(PipelineTask):
             self.maskTask.run(inputExp, list(self.config.maskList))
         background = FocalPlaneBackground.fromCamera(self.config.largeScaleBackground, camera)
         background.addCcd(inputExp, detector)
-        return Struct(maskedExp=inputExp, maskedBkg=background)
+        return Struct(
+            maskedExp=inputExp, objectMask=ObjectMask.fromMasking(before, inputExp), maskedBkg=background
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -572,9 +623,17 @@ class CpSkySubtractBackgroundConnections(
     PipelineTaskConnections, dimensions=("instrument", "physical_filter", "exposure", "detector")
 ):
     inputExp = cT.Input(
-        name="cpSkyMaskedIsrExp",
-        doc="Object-masked image.",
+        name="post_isr_image",
+        doc="The image cpSkyImage masked (its inputExp); only the image plane is read, and objectMask "
+        "turns it into the masked image.",
         storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+        deferLoad=True,
+    )
+    objectMask = cT.Input(
+        name="cpSkyObjectMask",
+        doc="What cpSkyImage's object masking changed in inputExp (mask and replaced pixels).",
+        storageClass="SkyObjectMask",
         dimensions=("instrument", "exposure", "detector"),
     )
     inputBkg = cT.Input(
@@ -655,6 +714,9 @@ class CpSkySubtractBackgroundTask(PipelineTask):
     ) -> None:
         inputs = butlerQC.get(inputRefs)
         detector = inputs.pop("camera")[butlerQC.quantum.dataId["detector"]]
+        # The masked image, bit for bit, from the image plane alone.
+        image = inputs.pop("inputExp").get(component="image")
+        inputs["inputExp"] = inputs.pop("objectMask").applyTo(image)
         outputs = self.run(**inputs, detector=detector)
         butlerQC.put(outputs, outputRefs)
 
@@ -789,10 +851,11 @@ class CpSkyCombineConnections(
         multiple=True,
     )
     inputExpHandles = cT.Input(
-        name="cpSkyMaskedIsrExp",
-        doc="Object-masked images of the inputs (as cp_pipe). Never read: the exposure records of their "
-        "data IDs give the sky frame's provenance header (CPP_INPUT_*, DATE-*, MJD-*).",
-        storageClass="MaskedImageV2",
+        name="cpSkyObjectMask",
+        doc="Object masks of the inputs (cp_pipe: the masked images, cpSkyMaskedIsrExp, which this "
+        "pipeline does not write by default). Never read: the exposure records of their data IDs give the "
+        "sky frame's provenance header (CPP_INPUT_*, DATE-*, MJD-*).",
+        storageClass="SkyObjectMask",
         dimensions=("instrument", "exposure", "detector"),
         multiple=True,
         deferLoad=True,
@@ -1341,7 +1404,7 @@ def calibration_header(
     if missing:
         raise MissingMetadataError(
             f"cpSkyCombine: no exposure record for the input exposure(s) {missing} (the sky frame's header "
-            "dates them); its inputExpHandles (cpSkyMaskedIsrExp) must include every input exposure."
+            "dates them); its inputExpHandles (cpSkyObjectMask) must include every input exposure."
         )
     inputs = [exposures[exposure] for exposure in ids]
     for i, exposure in enumerate(inputs):

@@ -687,7 +687,7 @@ def run_demo(output: str, settings: DemoSettings = DemoSettings(), log: Callable
         # Expected noise from the pixels the build actually used, after its object masking.
         counts = [
             good_pixel_counts(
-                butler.get("cpSkyMaskedIsrExp", data_id, exposure=plan.exposure_id, collections=run),
+                butler.get("cpSkyObjectMask", data_id, exposure=plan.exposure_id, collections=run),
                 bin_size,
                 sky_config.background.mask,
             )

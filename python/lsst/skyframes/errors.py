@@ -38,6 +38,7 @@ __all__ = [
     "NoDataError",
     "NotFoundError",
     "NotRegisteredError",
+    "ObjectMaskFileError",
     "ProblemTooLargeError",
     "RepoConfigError",
     "SkyFramesError",
@@ -98,6 +99,12 @@ class InputNotFoundError(SkyFramesError, FileNotFoundError):
 class BackgroundFileError(SkyFramesError, OSError):
     """A background file is missing, truncated, corrupt or not in the
     BackgroundList layout.
+    """
+
+
+class ObjectMaskFileError(SkyFramesError, OSError):
+    """An object-mask file (``cpSkyObjectMask``) is missing, truncated,
+    corrupt or not in the `~lsst.skyframes.object_mask.ObjectMask` layout.
     """
 
 

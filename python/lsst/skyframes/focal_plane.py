@@ -30,7 +30,6 @@ __all__ = [
 
 import math
 import os
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,7 +53,7 @@ from .interpolate import (
     stringToInterpStyle,
 )
 from .mask_planes import default_mask_schema
-from .persistence import read_fits_safely
+from .persistence import read_fits_safely, write_hdus_atomically
 from .statistics import Property, bad_pixel_mask, binned_statistics, labelled_statistics
 
 if TYPE_CHECKING:
@@ -594,23 +593,14 @@ class FocalPlaneBackground:
                     f"Cannot write {path}: header value {key}={header[key]!r} would be stored as "
                     f"{reread[key]!r}; use a value with fewer significant digits."
                 )
-        hdus = fits.HDUList(
+        write_hdus_atomically(
             [
                 fits.PrimaryHDU(header=header),
                 fits.ImageHDU(self._values, name="VALUES"),
                 fits.ImageHDU(self._numbers, name="NUMBERS"),
-            ]
+            ],
+            path,
         )
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp_path = tempfile.mkstemp(prefix=".fpbg-", suffix=".fits.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                hdus.writeto(stream)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
 
     @classmethod
     def readFits(cls, path: str | os.PathLike[str]) -> FocalPlaneBackground:

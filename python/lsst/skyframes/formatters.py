@@ -7,6 +7,8 @@ config, ``config/butler-seed.yaml``:
   `BackgroundListFormatter` (afw's BackgroundList FITS layout);
 - ``SkyFocalPlaneBackground``: ``lsst.skyframes.focal_plane.FocalPlaneBackground``,
   `FocalPlaneBackgroundFormatter` (FITS);
+- ``SkyObjectMask``: `lsst.skyframes.object_mask.ObjectMask`,
+  `ObjectMaskFormatter` (FITS);
 - ``SkyCamera``: `lsst.skyframes.camera.Camera`, `CameraFormatter` (the YAML
   camera file).
 
@@ -22,6 +24,7 @@ __all__ = [
     "CameraFormatter",
     "FitsMethodFormatter",
     "FocalPlaneBackgroundFormatter",
+    "ObjectMaskFormatter",
 ]
 
 from typing import Any, ClassVar
@@ -66,6 +69,10 @@ class BackgroundListFormatter(FitsMethodFormatter):
 
 class FocalPlaneBackgroundFormatter(FitsMethodFormatter):
     """Formatter for ``lsst.skyframes.focal_plane.FocalPlaneBackground``."""
+
+
+class ObjectMaskFormatter(FitsMethodFormatter):
+    """Formatter for `~lsst.skyframes.object_mask.ObjectMask` (``cpSkyObjectMask``), FITS."""
 
 
 class CameraFormatter(FormatterV2):

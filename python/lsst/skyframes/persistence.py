@@ -23,9 +23,11 @@ __all__ = [
     "FITS_SCHEMA_KEYS",
     "StoredElement",
     "check_fits_sizes",
+    "origin_cards",
     "read_background_elements",
     "read_fits_safely",
     "write_background_elements",
+    "write_hdus_atomically",
 ]
 
 import math
@@ -98,7 +100,8 @@ def _element_cards(element: StoredElement) -> list[tuple[str, object]]:
     ]
 
 
-def _origin_cards(bbox: Box) -> list[tuple[str, object]]:
+def origin_cards(bbox: Box) -> list[tuple[str, object]]:
+    """Return the header cards with which afw records an image's origin."""
     # afw records an image's xy0 both as LTV (IRAF convention) and as the
     # "A" alternate linear WCS mapping FITS pixels to parent pixels.
     x0, y0 = int(bbox.x.min), int(bbox.y.min)
@@ -139,7 +142,7 @@ def write_background_elements(elements: Sequence[StoredElement], path: str | os.
     for element in elements:
         stats = element.stats_image
         cards = _element_cards(element)
-        origin = _origin_cards(stats.bbox)
+        origin = origin_cards(stats.bbox)
         mask_array, mask_cards = mask_to_afw_bits(stats.mask)
         image_cls = fits.PrimaryHDU if not hdus else fits.ImageHDU
         planes = [
@@ -153,14 +156,31 @@ def write_background_elements(elements: Sequence[StoredElement], path: str | os.
                 # Long keys (MP_DETECTED_NEGATIVE, ...) become HIERARCH cards, as cfitsio writes them.
                 header[f"HIERARCH {key}" if len(key) > 8 and not key.startswith("HIERARCH") else key] = value
             hdus.append(hdu_cls(data=data, header=header))
+    write_hdus_atomically(hdus, path)
+
+
+def write_hdus_atomically(hdus: Sequence[fits.hdu.base.ExtensionHDU], path: str | os.PathLike[str]) -> None:
+    """Write FITS HDUs to a file that appears whole or not at all.
+
+    Parameters
+    ----------
+    hdus : sequence of astropy HDUs
+        The HDUs, the primary first.
+    path : `str` or path-like
+        Destination: written to a temporary file in the same directory and
+        renamed into place, so a reader never sees part of it and a failed
+        write leaves nothing behind.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=directory)
     try:
         with os.fdopen(fd, "wb") as stream:
-            fits.HDUList(hdus).writeto(stream)
+            fits.HDUList(list(hdus)).writeto(stream)
         os.replace(tmp_path, path)
     except BaseException:
-        os.unlink(tmp_path)
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
         raise
 
 

@@ -85,6 +85,7 @@ _EMBEDDED_SEED: dict[str, Any] = {
     "storageClasses": {
         "SkyBackgroundList": {"pytype": "lsst.skyframes.background.BackgroundList"},
         "SkyFocalPlaneBackground": {"pytype": "lsst.skyframes.focal_plane.FocalPlaneBackground"},
+        "SkyObjectMask": {"pytype": "lsst.skyframes.object_mask.ObjectMask"},
         "SkyCamera": {"pytype": "lsst.skyframes.camera.Camera"},
     },
     "datastore": {
@@ -93,6 +94,7 @@ _EMBEDDED_SEED: dict[str, Any] = {
             "ImageField": "lsst.images.formatters.GenericFormatter",
             "SkyBackgroundList": "lsst.skyframes.formatters.BackgroundListFormatter",
             "SkyFocalPlaneBackground": "lsst.skyframes.formatters.FocalPlaneBackgroundFormatter",
+            "SkyObjectMask": "lsst.skyframes.formatters.ObjectMaskFormatter",
             "SkyCamera": "lsst.skyframes.formatters.CameraFormatter",
         }
     },
@@ -138,7 +140,7 @@ def seed_config() -> Config:
     config : `lsst.daf.butler.Config`
         The contents of `seed_config_path` where it exists, otherwise the same
         config built into this module. It declares ``SkyBackgroundList``,
-        ``SkyFocalPlaneBackground`` and ``SkyCamera`` and maps every storage
+        ``SkyFocalPlaneBackground``, ``SkyObjectMask`` and ``SkyCamera`` and maps every storage
         class that lacks a formatter to one.
     """
     path = seed_config_path()

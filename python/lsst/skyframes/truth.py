@@ -29,6 +29,7 @@ from lsst.images import Image, MaskedImage
 from .camera import Camera
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .mask_planes import default_mask_schema
+from .object_mask import ObjectMask
 from .simulate import (
     ExposurePlan,
     SimulatedExposure,
@@ -128,13 +129,16 @@ def _add_residuals(
         sums[d.id] = sums.get(d.id, 0.0) + binned.value
 
 
-def good_pixel_counts(image: MaskedImage, bin_size: tuple[int, int], planes: Sequence[str]) -> np.ndarray:
+def good_pixel_counts(
+    image: MaskedImage | ObjectMask, bin_size: tuple[int, int], planes: Sequence[str]
+) -> np.ndarray:
     """Count the pixels of each sky-frame bin that no listed mask plane flags.
 
     Parameters
     ----------
-    image : `lsst.images.MaskedImage`
-        An input of the sky-frame build after object masking.
+    image : `lsst.images.MaskedImage` or `~lsst.skyframes.object_mask.ObjectMask`
+        An input of the sky-frame build after object masking, or its
+        object mask (``cpSkyObjectMask``): only the mask is read.
     bin_size : `tuple` [`int`, `int`]
         Sky-frame bin size (x, y) in pixels.
     planes : sequence of `str`
