@@ -197,6 +197,13 @@ def _pipeline(path: Path, camera: Camera, overrides: dict[str, dict[str, Any]]) 
     return pipeline
 
 
+def _kernel_threads() -> int:
+    """Number of threads numba's parallel kernels use in this process."""
+    import numba
+
+    return numba.get_num_threads()
+
+
 def _build(
     butler: Butler,
     camera: Camera,
@@ -665,6 +672,11 @@ def run_demo(output: str, settings: DemoSettings = DemoSettings(), log: Callable
         butler, camera, plans, seed=settings.seed, run=INPUT_RUN, log=log, amplitude=settings.amplitude
     )
     log(f"[3/{n_steps}] running pipelines/BuildSkyFrame.yaml")
+    log(
+        f"  (in this process, one quantum at a time; its kernels run on {_kernel_threads()} numba threads, "
+        "NUMBA_NUM_THREADS=N to change. With pipetask, -j N also runs N quanta at once, and BPS runs them "
+        "on a cluster: README, 'Both cores are used')"
+    )
     run = _build(butler, camera, log, physical_filter=camera.physical_filters[0])
     log(f"[4/{n_steps}] certifying sky frames into {calib_collection(camera.instrument)!r}")
     n_new = certify_calibrations(butler, run)
