@@ -267,6 +267,27 @@ def test_subtract_bins_the_masked_image_cpskyimage_made(chain):
                 assert getattr(after[0].getStatsImage(), plane).array.tobytes() == expected.tobytes(), plane
 
 
+def test_cp_pipes_flow_through_the_masked_copy_makes_the_same_sky_frames(reference_build):
+    """pipetask with cp_pipe's data flow (cpSkyImage writes cpSkyMaskedIsrExp, the next step reads it)."""
+    reference, run = reference_build
+    result = reference.pipetask(
+        "-o",
+        "maskedcopy",
+        "--output-run",
+        "maskedcopy/run",
+        "--register-dataset-types",
+        "-c",
+        "cpSkyImage:doWriteMaskedExp=True",
+        "-c",
+        "cpSkySubtractBackground:connections.inputExp=cpSkyMaskedIsrExp",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    butler = reference.butler()
+    written = butler.query_datasets("cpSkyMaskedIsrExp", collections="maskedcopy/run", explain=False)
+    assert len(written) == len(reference.camera) * len(reference.plans)
+    assert_identical_frames(sky_frames(reference, "maskedcopy/run"), sky_frames(reference, run))
+
+
 def test_every_result_is_valid_for_its_connections(chain):
     _, steps = chain
     for kind, kind_steps in steps.items():
