@@ -126,7 +126,7 @@ from .errors import (
     UnusableImageError,
 )
 from .mask_planes import default_mask_schema, mask_from_afw_bits, mask_to_afw_bits
-from .persistence import read_fits_safely
+from .persistence import read_fits_safely, write_hdus_atomically
 from .repo import check_camera, insert_exposure
 from .statistics import bad_pixel_mask
 
@@ -269,21 +269,14 @@ def write_processed_fits(path: str | os.PathLike[str], image: MaskedImage, heade
     mask_header = fits.Header()
     for key, value in cards:
         mask_header[f"HIERARCH {key}" if len(key) > 8 else key] = value
-    hdus = fits.HDUList(
+    write_hdus_atomically(
         [
             fits.PrimaryHDU(np.asarray(image.image.array, dtype=np.float32), header=primary),
             fits.ImageHDU(packed, header=mask_header, name="MASK"),
             fits.ImageHDU(np.asarray(image.variance.array, dtype=np.float32), name="VARIANCE"),
-        ]
+        ],
+        path,
     )
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            hdus.writeto(stream)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _is_lsst_images_file(header: fits.Header) -> bool:
