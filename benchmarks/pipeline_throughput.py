@@ -178,12 +178,19 @@ def _utc(text: str) -> float:
     return datetime.datetime.fromisoformat(text).timestamp()
 
 
-def pipelines(scenario: Scenario, workdir: Path, jobs: int) -> dict[str, object]:
-    """Set up a repository from FITS files and run both pipelines with pipetask."""
-    from lsst.skyframes.correction import register_correction_inputs
+@dataclasses.dataclass
+class BuiltRepo:
+    root: str
+    env: dict[str, str]
+    calib: str
+    build: dict[str, float]
+
+
+def _built_repo(scenario: Scenario, workdir: Path, jobs_option: list[str]) -> BuiltRepo:
+    """Ingest the scenario's exposures from FITS files (not timed), build (timed) and certify sky frames."""
     from lsst.skyframes.ingest import write_processed_fits
     from lsst.skyframes.repo import calib_collection
-    from lsst.skyframes.simulate import exposure_header, put_science_visit
+    from lsst.skyframes.simulate import exposure_header
 
     camera = scenario.camera
     root = str(workdir / "repo")
@@ -204,28 +211,43 @@ def pipelines(scenario: Scenario, workdir: Path, jobs: int) -> dict[str, object]
     ):
         _run(command, env)
     calib = calib_collection(camera.instrument)
-    jobs_option = ["-j", str(jobs)] if jobs > 1 else []
     build = _run(
         [_tool("pipetask"), "run", "-b", root, "-i", f"raw,{calib}", "-o", "build", "-p", str(BUILD)]
         + ["--instrument", INSTRUMENT, "--register-dataset-types", *jobs_option],
         env,
     )
     _run([skyframes, "certify", root, "build", "--begin", "2026-10-01T00:00:00"], env)
+    return BuiltRepo(root, env, calib, build)
+
+
+def _apply(repo: BuiltRepo, output: str, options: list[str]) -> dict[str, float]:
+    """Run pipelines/ApplySkyFrame.yaml with pipetask on the repository's ``visits``."""
+    return _run(
+        [_tool("pipetask"), "run", "-b", repo.root, "-i", f"visits,{repo.calib}", "-o", output]
+        + ["-p", str(APPLY), "--instrument", INSTRUMENT, "--register-dataset-types", *options],
+        repo.env,
+    )
+
+
+def pipelines(scenario: Scenario, workdir: Path, jobs: int) -> dict[str, object]:
+    """Set up a repository from FITS files and run both pipelines with pipetask."""
     from lsst.daf.butler import Butler
 
-    butler = Butler.from_config(root, writeable=True)
+    from lsst.skyframes.correction import register_correction_inputs
+    from lsst.skyframes.simulate import put_science_visit
+
+    jobs_option = ["-j", str(jobs)] if jobs > 1 else []
+    repo = _built_repo(scenario, workdir, jobs_option)
+    butler = Butler.from_config(repo.root, writeable=True)
     register_correction_inputs(butler, "visits")
-    put_science_visit(butler, camera, scenario.visit_plan, _science_visit(scenario), "visits")
+    put_science_visit(butler, scenario.camera, scenario.visit_plan, _science_visit(scenario), "visits")
     del butler
-    apply = _run(
-        [_tool("pipetask"), "run", "-b", root, "-i", f"visits,{calib}", "-o", "skycorr", "-p", str(APPLY)]
-        + ["--instrument", INSTRUMENT, "--register-dataset-types", *jobs_option],
-        env,
-    )
+    apply = _apply(repo, "skycorr", jobs_option)
+    detector = scenario.camera[0]
     return {
-        "build": {"process": build, "tasks": _quanta(root, "build", BUILD_TASKS)},
-        "apply": {"process": apply, "tasks": _quanta(root, "skycorr", ("skyCorr",))},
-        "disk": _disk(root, DISK_DATASETS, scenario.camera[0].width * scenario.camera[0].height),
+        "build": {"process": repo.build, "tasks": _quanta(repo.root, "build", BUILD_TASKS)},
+        "apply": {"process": apply, "tasks": _quanta(repo.root, "skycorr", ("skyCorr",))},
+        "disk": _disk(repo.root, DISK_DATASETS, detector.width * detector.height),
     }
 
 
@@ -238,45 +260,22 @@ def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, objec
     least-squares growth per extra detector in units of one detector's image planes (12 bytes per
     pixel).
     """
+    import numpy as np
     from lsst.daf.butler import Butler
 
     from lsst.skyframes.camera import make_synthetic_camera
     from lsst.skyframes.correction import register_correction_inputs
-    from lsst.skyframes.ingest import write_processed_fits
-    from lsst.skyframes.repo import calib_collection
     from lsst.skyframes.simulate import (
         ExposurePlan,
-        exposure_header,
         plan_exposures,
         put_science_visit,
-        simulate_detector,
         simulate_science_visit,
     )
 
     camera = make_synthetic_camera(n_x=3, n_y=2, size=size)
-    root = str(workdir / "memory-repo")
-    camera_file = workdir / "memory-camera.yaml"
-    camera.to_yaml(camera_file)
-    files = []
-    for plan in plan_exposures(4, camera.physical_filters[0], seed=SEED):
-        for detector in camera:
-            image = simulate_detector(detector, plan, seed=SEED, n_stars=40, n_galaxies=8).image
-            path = workdir / f"memory_{plan.exposure_id}_{detector.id}.fits"
-            write_processed_fits(path, image, exposure_header(detector, plan))
-            files.append(str(path))
-    env = dict(os.environ, SKYFRAMES_CAMERA=str(camera_file), PYTHONUNBUFFERED="1")
-    skyframes = _tool("skyframes")
-    calib = calib_collection(camera.instrument)
-    for command in (
-        [skyframes, "create-repo", root],
-        [skyframes, "register", root, str(camera_file)],
-        [skyframes, "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
-        [_tool("pipetask"), "run", "-b", root, "-i", f"raw,{calib}", "-o", "build", "-p", str(BUILD)]
-        + ["--instrument", INSTRUMENT, "--register-dataset-types"],
-        [skyframes, "certify", root, "build", "--begin", "2026-10-01T00:00:00"],
-    ):
-        _run(command, env)
-    butler = Butler.from_config(root, writeable=True)
+    scenario = Scenario(camera, plan_exposures(4, camera.physical_filters[0], seed=SEED), visit_plan=None)
+    repo = _built_repo(scenario, workdir, [])
+    butler = Butler.from_config(repo.root, writeable=True)
     register_correction_inputs(butler, "visits")
     visits = {}
     for n in counts:
@@ -295,17 +294,11 @@ def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, objec
     rows = []
     for n, visit_id in visits.items():
         output = f"skycorr{n}"
-        _run(
-            [_tool("pipetask"), "run", "-b", root, "-i", f"visits,{calib}", "-o", output, "-p", str(APPLY)]
-            + ["--instrument", INSTRUMENT, "--register-dataset-types", "-d", f"visit = {visit_id}"],
-            env,
-        )
-        butler = Butler.from_config(root)
+        _apply(repo, output, ["-d", f"visit = {visit_id}"])
+        butler = Butler.from_config(repo.root)
         (ref,) = butler.query_datasets("skyCorr_metadata", collections=output, explain=False)
         peak = butler.get(ref)["quantum"]["endMaxResidentSetSize"]
         rows.append({"n_detectors": n, "peak_rss_bytes": peak})
-    import numpy as np
-
     slope = float(np.polyfit([r["n_detectors"] for r in rows], [r["peak_rss_bytes"] for r in rows], 1)[0])
     return {"size": size, "rows": rows, "growth_images_per_detector": slope / (12 * size * size)}
 
