@@ -101,7 +101,7 @@ def test_quality_report_lists_the_drop_and_the_rejected_detector(builds):
     good = [e for e in EXPOSURES if e != NAN_EXPOSURE]
     for detector in repo.camera:
         report = _quality(repo, "with-bad", detector.id)
-        assert report["schema_version"] == 3
+        assert report["schema_version"] == 4
         [dropped] = report["inputs_dropped"]
         assert dropped["exposure"] == NAN_EXPOSURE and DROP_REASON in dropped["reason"]
         if detector.id == bad_detector:

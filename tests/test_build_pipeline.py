@@ -183,7 +183,7 @@ def test_quality_reports_and_figures(built, tmp_path):
             physical_filter=plans[0].physical_filter,
             collections="skybuild",
         )
-        assert report["schema_version"] == 3
+        assert report["schema_version"] == 4
         assert sorted(report["inputs_used"]) == [plan.exposure_id for plan in plans]
         assert report["inputs_rejected"] == [] and report["inputs_dropped"] == []
         assert 0.0 <= report["nan_filled_fraction"] < 0.05

@@ -19,6 +19,7 @@ import pytest
 from lsst.images import Image, MaskedImage
 from lsst.pex.config import FieldValidationError
 
+from lsst.skyframes.bin_size import BinSizeChoice
 from lsst.skyframes.build import (
     CpSkyCombineConfig,
     CpSkyCombineTask,
@@ -55,6 +56,7 @@ class Frames:
     camera: Camera
     skies: dict[int, MaskedImage]
     focal_plane: object  # the build's resolved large-scale config
+    residuals: dict[int, list]  # per detector, the residual backgrounds the sky frames combine
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def frames() -> Frames:
     combine = CpSkyCombineTask(config=CpSkyCombineConfig(sky=subtract_config.sky))
     skies = {d: combine.run(residuals[d]).outputCalib for d in camera.detector_ids}
     focal_plane = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
-    return Frames(camera, skies, focal_plane)
+    return Frames(camera, skies, focal_plane, residuals)
 
 
 def visit_plan(camera: Camera, exposure_id: int = 5000) -> ExposurePlan:
@@ -177,6 +179,36 @@ def test_scale_is_the_visit_sky_level(frames, with_sky):
     samples = task.metadata["skySamples"]
     assert set(samples) == {"0", "1", "2", "3"}
     assert all(samples[k]["nSamples"] == 256 and samples[k]["nFinite"] > 200 for k in samples)
+
+
+def test_cross_validated_bin_size_corrects_as_well(frames, visit, with_sky):
+    """Frames at sizes chosen by cross-validation correct the visit as well as the best fixed size.
+
+    Here that is the fixed frames' 8 px; frames of the same inputs at the reference's 32 px leave
+    more residual and a scale further from the truth (it absorbs the pattern 32-px bins cannot hold).
+    """
+    config = CpSkyCombineConfig()
+    config.sky.background.binSizeChoice = "crossValidated"
+    config.sky.background.binSizeCandidates = [SKY_BIN, 16, 32, 64]  # measured at the fixed frames' 8 px
+    combine = CpSkyCombineTask(config=config)
+    built = {d: combine.run(frames.residuals[d]) for d in frames.camera.detector_ids}
+    chosen = {d: result.outputCalib for d, result in built.items()}
+    for d, result in built.items():
+        assert result.outputQuality["bin_size_choice"]["bin_size"] == chosen[d].metadata["BINSIZE"]
+    at_32 = BinSizeChoice(32, (SKY_BIN, 16, 32, 64), (0.0,) * 4, (0.0,) * 4, (0.0,) * 4)
+    coarse = {d: combine.sky.averageBackgrounds(r, binSizeChoice=at_32) for d, r in frames.residuals.items()}
+    expected = visit_sky_level(frames.camera, visit_plan(frames.camera), frames.focal_plane, AMPLITUDE)
+    results = {
+        name: correct(frames, visit, skyFrames=[skies[d] for d in sorted(visit)])
+        for name, skies in (("chosen", chosen), ("32 px", coarse))
+    }
+    rms = {name: residual_rms(result, visit, ids) for name, (result, _, ids) in results.items()}
+    scale_error = {name: abs(result.skyFrameScale / expected - 1) for name, (result, _, _) in results.items()}
+    fixed = residual_rms(with_sky[0], visit, with_sky[2])
+    print(f"residual RMS {rms}, fixed 8 px {fixed}; scale error {scale_error}")
+    assert rms["chosen"] <= 1.05 * fixed
+    assert rms["chosen"] < rms["32 px"]
+    assert scale_error["chosen"] < scale_error["32 px"]
 
 
 def test_without_sky_scale_is_nan(without_sky):

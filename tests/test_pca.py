@@ -425,3 +425,24 @@ def test_memory_estimate_bounds_the_pca_and_guards_the_task(one_pattern_training
 
     with pytest.raises(ProblemTooLargeError, match="xBinSize=128"):
         build(one_pattern_training, 2, maxMemoryGiB=1e-6)
+
+
+def test_cross_validated_bin_size_templates(two_pattern_training, held_out):
+    """With binSizeChoice='crossValidated' every component is at the size the single sky frame chooses."""
+    cross_validated = SkyPcaConfig().sky
+    cross_validated.background.binSizeChoice = "crossValidated"
+    cross_validated.background.binSizeCandidates = [16, 32, 64]  # the training is measured at 16 px
+    two = build(two_pattern_training, 2, sky=cross_validated)
+    single = SkyMeasurementTask(config=cross_validated)
+    for det in DETECTORS:
+        first, second = two.skyFrames[det]
+        assert first.metadata["BINSIZE"] == second.metadata["BINSIZE"]
+        assert first.bbox == second.bbox
+        # Component 1 is the single sky frame at its own chosen size, bit for bit.
+        expected = single.averageBackgrounds(two_pattern_training[det])
+        assert first.metadata["BINSIZE"] == expected.metadata["BINSIZE"]
+        np.testing.assert_array_equal(first.image.array, expected.image.array)
+    _, rms_fixed = apply(held_out, build(two_pattern_training, 2).skyFrames)
+    _, rms_chosen = apply(held_out, two.skyFrames)
+    print(f"K=2 residual RMS: fixed 16 px {rms_fixed:.5f}, cross-validated {rms_chosen:.5f}")
+    assert rms_chosen <= 1.1 * rms_fixed

@@ -94,7 +94,13 @@ from .masking import MaskObjectsTask
 from .object_mask import ObjectMask
 from .pca import SkyPcaTask
 from .quality import quality_report, select_inputs
-from .sky_measurement import SkyMeasurementConfig, SkyMeasurementTask, algorithm_style, measurement_bin_edges
+from .sky_measurement import (
+    SkyMeasurementConfig,
+    SkyMeasurementTask,
+    algorithm_style,
+    measurement_bin_edges,
+    measurement_bin_sizes,
+)
 from .statistics import bad_pixel_mask
 
 
@@ -1226,15 +1232,21 @@ class CpSkyCombineTask(PipelineTask):
             background, input_style, *_ = background_list[0]
             height, width = background.getImageBBox().shape
             ny, nx = background.getStatsImage().bbox.shape
-            expected_nx = len(measurement_bin_edges(width, config.xBinSize)) - 1
-            expected_ny = len(measurement_bin_edges(height, config.yBinSize)) - 1
+            x_size, y_size = measurement_bin_sizes(config)
+            expected_nx = len(measurement_bin_edges(width, x_size)) - 1
+            expected_ny = len(measurement_bin_edges(height, y_size)) - 1
             if (nx, ny) != (expected_nx, expected_ny):
+                sizes = (
+                    f"xBinSize = {config.xBinSize}, yBinSize = {config.yBinSize}"
+                    if config.binSizeChoice == "fixed"
+                    else f"binSizeCandidates (finest {x_size})"
+                )
                 raise ConfigMismatchError(
                     f"cpSkyCombine: the residual background (cpSkyExpResidualBackground) of exposure "
                     f"{exposure} has {nx}x{ny} bins over {width}x{height} pixels (bins of about "
                     f"{width / nx:.4g}x{height / ny:.4g} px, as cpSkySubtractBackground binned it), but "
-                    f"cpSkyCombine's sky.background.xBinSize = {config.xBinSize}, yBinSize = "
-                    f"{config.yBinSize} make {expected_nx}x{expected_ny}. Set the bin size once for both "
+                    f"cpSkyCombine's sky.background.{sizes} make {expected_nx}x{expected_ny}. Set the bin "
+                    "size once for both "
                     "steps (pipetask -c parameters:xBinSize=N -c parameters:yBinSize=N with "
                     "pipelines/BuildSkyFrame.yaml), or give cpSkyCombine the sky.background that "
                     "cpSkySubtractBackground used."

@@ -81,6 +81,7 @@ from lsst.utils.timer import timeMethod
 from ._least_squares import clipped_least_squares
 from ._robust_pca import Chunk, RobustPcaResult, chunked_robust_pca
 from .background import BackgroundList
+from .bin_size import BinSizeChoice, rebin_background
 from .errors import BoxMismatchError, NoDataError, ProblemTooLargeError
 from .images import image_and_mask, require_same_bbox
 from .mask_planes import default_mask_schema
@@ -425,6 +426,15 @@ class SkyPcaTask(Task):
         if not backgrounds or not ids:
             raise NoDataError("SkyPcaTask.run needs at least one detector and one exposure.")
         detectors = sorted(backgrounds)
+        measured, choices = backgrounds, self._chooseBinSizes(backgrounds, detectors, sky)
+        if choices:
+            # The PCA runs on the bins the sky frame is made at.
+            backgrounds = {
+                det: [
+                    None if bg is None else rebin_background(bg, choices[det].binSize) for bg in measured[det]
+                ]
+                for det in detectors
+            }
         chunks: list[Chunk] = []
         sizes: list[int] = []
         for det in detectors:
@@ -472,10 +482,10 @@ class SkyPcaTask(Task):
         frames: dict[int, list[MaskedImage]] = {}
         starts = np.cumsum([0, *sizes])
         for det, start, stop in zip(detectors, starts[:-1], starts[1:], strict=True):
-            used = [bg for i, bg in enumerate(backgrounds[det]) if bg is not None and i not in rejected]
+            used = [bg for i, bg in enumerate(measured[det]) if bg is not None and i not in rejected]
             # Component 1 is made exactly as today's sky frame, so single-frame
             # consumers see no difference.
-            first = sky.averageBackgrounds(used)
+            first = sky.averageBackgrounds(used, binSizeChoice=choices.get(det))
             background = used[0][0][0]
             grid = background.getStatsImage().bbox
             components = [first]
@@ -493,6 +503,8 @@ class SkyPcaTask(Task):
             for k, frame in enumerate(components, start=1):
                 frame.metadata["SKY_COMPONENT"] = k
                 frame.metadata["SKY_NCOMPONENTS"] = n_comp
+                if det in choices:
+                    choices[det].toMetadata(frame.metadata)
             frames[det] = components
         self.metadata["varianceExplained"] = [float(v) for v in result.variance_explained]
         self.metadata["nRejected"] = len(result.rejected_exposures)
@@ -503,6 +515,24 @@ class SkyPcaTask(Task):
             rejectedExposures=[(ids[i], reason) for i, reason in result.rejected_exposures],
             usedExposures=[e for i, e in enumerate(ids) if i not in rejected],
         )
+
+    @staticmethod
+    def _chooseBinSizes(
+        backgrounds: Mapping[int, Sequence[BackgroundList | None]],
+        detectors: Sequence[int],
+        sky: SkyMeasurementTask,
+    ) -> dict[int, BinSizeChoice]:
+        """Each detector's bin size with ``binSizeChoice='crossValidated'`` (none with 'fixed').
+
+        The size is chosen from all the detector's inputs as for its single
+        sky frame, so component 1 is that frame and every component shares
+        its bins.
+        """
+        if sky.config.background.binSizeChoice != "crossValidated":
+            return {}
+        return {
+            det: sky.chooseBinSize([bg for bg in backgrounds[det] if bg is not None]) for det in detectors
+        }
 
 
 def _as_background(template: MaskedImage | BackgroundList) -> BackgroundList:

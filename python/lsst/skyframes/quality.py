@@ -14,7 +14,11 @@ Version 2: clipped per-input residuals, ``noise_rms`` per input, optional
 multi-component fields. Version 3: ``inputs_dropped``, the exposures of the build
 that reached the combination without a residual background of this detector
 (e.g. dropped by cpSkyScaleMeasure for having no usable pixel), with reasons;
-``inputs_rejected`` remains those the combination itself left out.
+``inputs_rejected`` remains those the combination itself left out. Version 4:
+``bin_size_choice``, for a sky frame whose bin size was chosen by cross-validation
+(``background.binSizeChoice='crossValidated'``): the chosen size, the candidates and
+each one's estimated error, structure and noise (see `lsst.skyframes.bin_size`);
+the per-input figures are then at the chosen size.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import numpy as np
 from lsst.images import MaskedImage
 
 from .background import BackgroundList
+from .bin_size import BinSizeChoice, rebin_background
 
-QUALITY_SCHEMA_VERSION = 3
+QUALITY_SCHEMA_VERSION = 4
 
 # Clipping of the per-input residual RMS (threshold in sigma, passes).
 RESIDUAL_CLIP = (3.0, 3)
@@ -150,6 +155,10 @@ def quality_report(
         JSON-compatible, with ``schema_version``.
     """
     values = np.asarray(sky.image.array, dtype=np.float64)
+    choice = BinSizeChoice.fromMetadata(sky.metadata)
+    if choice is not None and backgrounds and backgrounds[0][0][0].getStatsImage().bbox.shape != values.shape:
+        # The inputs were measured at the finest candidate; compare them at the chosen size.
+        backgrounds = [rebin_background(background, choice.binSize) for background in backgrounds]
     noise = np.sqrt(np.asarray(sky.variance.array, dtype=np.float64))
     no_data = sky.mask.get("NO_DATA") if "NO_DATA" in sky.mask.schema.names else np.zeros(values.shape, bool)
     inputs = np.stack([b[0][0].getStatsImage().image.array.astype(np.float64) for b in backgrounds])
@@ -176,6 +185,8 @@ def quality_report(
         "residual_clip": list(RESIDUAL_CLIP),
         "noise_rms": {str(int(e)): float(n) for e, n in zip(exposure_ids, noise_rms, strict=True)},
     }
+    if choice is not None:
+        report["bin_size_choice"] = choice.asDict()
     if variance_explained is not None:
         report["variance_explained"] = [float(v) for v in variance_explained]
     if templates is not None and coefficients is not None:

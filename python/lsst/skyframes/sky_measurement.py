@@ -17,6 +17,7 @@ __all__ = [
     "SkyStatsConfig",
     "algorithm_style",
     "measurement_bin_edges",
+    "measurement_bin_sizes",
 ]
 
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lsst.images import Box, Image, MaskedImage
-from lsst.pex.config import ChoiceField, Config, ConfigField, ListField, RangeField
+from lsst.pex.config import ChoiceField, Config, ConfigField, FieldValidationError, ListField, RangeField
 from lsst.pipe.base import Task
 from lsst.utils.timer import timeMethod
 
@@ -37,6 +38,7 @@ from .background import (
     makeBackground,
     single_background_list,
 )
+from .bin_size import BinSizeChoice, choose_bin_size, measurement_bin_edges, rebin_background
 from .errors import BoxMismatchError, MissingMetadataError, NoDataError
 from .images import image_and_mask, require_same_bbox
 from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
@@ -44,7 +46,6 @@ from .statistics import (
     Property,
     StatisticsControl,
     bad_pixel_mask,
-    bin_edges,
     binned_statistics,
     stack_statistics,
 )
@@ -88,6 +89,32 @@ class BackgroundConfig(Config):
         doc="Mask planes to ignore while measuring.",
         default=["SAT", "BAD", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "NO_DATA"],
     )
+    binSizeChoice = ChoiceField[str](
+        doc="How the sky frame's bin size is chosen.",
+        default="fixed",
+        allowed={
+            "fixed": "xBinSize by yBinSize (the reference)",
+            "crossValidated": (
+                "measure at the finest of binSizeCandidates; averageBackgrounds makes the sky frame at the "
+                "candidate with the lowest cross-validated error (xBinSize and yBinSize are not used)"
+            ),
+        },
+    )
+    binSizeCandidates = ListField[int](
+        doc="Bin sizes (pixels, square) binSizeChoice='crossValidated' chooses from.",
+        default=[8, 16, 32, 64],
+        minLength=1,
+        itemCheck=lambda size: size >= 1,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if len(set(self.binSizeCandidates)) != len(self.binSizeCandidates):
+            raise FieldValidationError(
+                type(self).binSizeCandidates,
+                self,
+                f"binSizeCandidates {list(self.binSizeCandidates)} repeats a size; list each size once.",
+            )
 
 
 class SkyStatsConfig(Config):
@@ -120,23 +147,16 @@ class SkyMeasurementConfig(Config):
     stats = ConfigField[SkyStatsConfig](doc="Statistics of the sample boxes.", dtype=SkyStatsConfig)
 
 
-def measurement_bin_edges(length: int, bin_size: int) -> np.ndarray:
-    """Return the bin edges `SkyMeasurementTask.measureBackground` uses along one axis.
+def measurement_bin_sizes(config: BackgroundConfig) -> tuple[int, int]:
+    """Return the (x, y) bin size `SkyMeasurementTask.measureBackground` measures at.
 
-    Parameters
-    ----------
-    length : `int`
-        Image size along the axis.
-    bin_size : `int`
-        Configured bin size.
-
-    Returns
-    -------
-    edges : `numpy.ndarray`
-        afw's layout of ``max(int(length/bin_size + 0.5), 1)`` bins (rounded
-        half up, unlike the ceiling used elsewhere in the Rubin pipelines).
+    ``xBinSize`` and ``yBinSize`` with ``binSizeChoice='fixed'``; the finest
+    of ``binSizeCandidates`` along both axes with ``'crossValidated'``.
     """
-    return bin_edges(length, max(int(length / bin_size + 0.5), 1))
+    if config.binSizeChoice == "crossValidated":
+        finest = min(config.binSizeCandidates)
+        return finest, finest
+    return config.xBinSize, config.yBinSize
 
 
 def algorithm_style(algorithm: str | None) -> Interpolate:
@@ -194,17 +214,20 @@ class SkyMeasurementTask(Task):
         -------
         bgList : `BackgroundList`
             One element: the background with ``max(int(W/xBinSize + 0.5), 1)``
-            by ``max(int(H/yBinSize + 0.5), 1)`` bins, the configured style,
+            by ``max(int(H/yBinSize + 0.5), 1)`` bins (with
+            ``binSizeChoice='crossValidated'``, the finest of
+            ``binSizeCandidates`` in place of both sizes), the configured style,
             ``REDUCE_INTERP_ORDER``, no approximation.  Bins with no usable
             pixel (e.g. a fully masked or all-NaN image) are NaN.
         """
         config = self.config.background
         pixels, _ = image_and_mask(image)
         height, width = pixels.bbox.shape
+        x_size, y_size = measurement_bin_sizes(config)
         control = BackgroundControl(
             algorithm_style(config.algorithm),
-            len(measurement_bin_edges(width, config.xBinSize)) - 1,
-            len(measurement_bin_edges(height, config.yBinSize)) - 1,
+            len(measurement_bin_edges(width, x_size)) - 1,
+            len(measurement_bin_edges(height, y_size)) - 1,
             UndersampleStyle.REDUCE_INTERP_ORDER,
             StatisticsControl(andMask=list(config.mask)),
             config.statistic,
@@ -212,7 +235,9 @@ class SkyMeasurementTask(Task):
         return single_background_list(makeBackground(image, control), control.getInterpStyle())
 
     @timeMethod
-    def averageBackgrounds(self, bgList: Sequence[BackgroundList]) -> MaskedImage:
+    def averageBackgrounds(
+        self, bgList: Sequence[BackgroundList], binSizeChoice: BinSizeChoice | None = None
+    ) -> MaskedImage:
         """Combine the backgrounds of many exposures into a sky frame.
 
         Parameters
@@ -220,6 +245,10 @@ class SkyMeasurementTask(Task):
         bgList : sequence of `BackgroundList`
             One single-element list per exposure, all over the same box and
             with the same bins.
+        binSizeChoice : `~lsst.skyframes.bin_size.BinSizeChoice`, optional
+            With ``background.binSizeChoice='crossValidated'``, a choice
+            already made from these inputs (`chooseBinSize`); otherwise it is
+            made here.  Ignored with ``'fixed'``.
 
         Returns
         -------
@@ -228,42 +257,87 @@ class SkyMeasurementTask(Task):
             NaN bins ignored, as made by `backgroundToExposure`.  Bins no input
             measured are set to the median of the others (deliberately not
             interpolated: one detector alone would create edge problems) and
-            flagged ``NO_DATA``.
+            flagged ``NO_DATA``.  With ``background.binSizeChoice=
+            'crossValidated'``, the inputs are first rebinned to the chosen
+            size (`~lsst.skyframes.bin_size.rebin_background`), and the
+            metadata holds ``BINSIZE`` and the error budget
+            (`~lsst.skyframes.bin_size.BinSizeChoice.toMetadata`).
 
         Raises
         ------
         lsst.skyframes.errors.NoDataError
-            Raised for an empty input or if no bin of any input is finite.
+            Raised for an empty input or if no bin of any input is finite;
+            with ``'crossValidated'``, also for a single input.
         ValueError
             Raised if an input list does not hold exactly one element.
         lsst.skyframes.errors.BoxMismatchError
-            Raised if the inputs' boxes or bin grids differ.
+            Raised if the inputs' boxes or bin grids differ, or (with
+            ``'crossValidated'``) are not binned at the finest candidate.
         """
-        if len(bgList) == 0:
-            raise NoDataError("averageBackgrounds needs at least one background list; got none.")
-        lengths = [len(bg) for bg in bgList]
-        if any(n != 1 for n in lengths):
-            raise ValueError(
-                f"averageBackgrounds needs single-element background lists (from measureBackground); "
-                f"got lengths {lengths}."
-            )
-        backgrounds = [bg[0][0] for bg in bgList]
+        if self.config.background.binSizeChoice == "fixed":
+            return self._average(bgList)
+        if binSizeChoice is None:
+            binSizeChoice = self.chooseBinSize(bgList)
+        if binSizeChoice.binSize != min(binSizeChoice.candidates):
+            bgList = [rebin_background(bg, binSizeChoice.binSize) for bg in bgList]
+        sky = self._average(bgList)
+        binSizeChoice.toMetadata(sky.metadata)
+        return sky
+
+    def chooseBinSize(self, bgList: Sequence[BackgroundList]) -> BinSizeChoice:
+        """Choose the sky frame's bin size from its inputs by cross-validation.
+
+        Parameters
+        ----------
+        bgList : sequence of `BackgroundList`
+            As for `averageBackgrounds`, measured at the finest of
+            ``background.binSizeCandidates`` (`measureBackground` does so with
+            ``binSizeChoice='crossValidated'``).
+
+        Returns
+        -------
+        choice : `~lsst.skyframes.bin_size.BinSizeChoice`
+            The size with the lowest estimated error, and every candidate's
+            error, structure and noise (see `lsst.skyframes.bin_size`).
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised for fewer than two inputs or inputs with no finite bin.
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the inputs differ in box or bins, or are not binned at
+            the finest candidate.
+        """
+        backgrounds, stats_images, values, bad = _stacked_inputs(bgList, "chooseBinSize")
+        config = self.config.background
         bbox = backgrounds[0].getImageBBox()
-        grid = backgrounds[0].getStatsImage().bbox
-        for index, background in enumerate(backgrounds):
-            if background.getImageBBox() != bbox or background.getStatsImage().bbox != grid:
-                raise BoxMismatchError(
-                    f"averageBackgrounds input {index} covers {background.getImageBBox()} with bins "
-                    f"{background.getStatsImage().bbox}, but input 0 covers {bbox} with bins {grid}; "
-                    "combine only backgrounds of the same detector measured with the same bin size."
-                )
-        stats_images = [background.getStatsImage() for background in backgrounds]
-        values = np.stack([np.asarray(s.image.array, dtype=np.float64) for s in stats_images])
-        # NaN bins count as BAD; the inputs themselves are left untouched.
-        bad = ~np.isfinite(values)
-        for layer, stats in zip(bad, stats_images, strict=True):
-            if "BAD" in stats.mask.schema.names:
-                layer |= stats.mask.get("BAD")
+        finest = min(config.binSizeCandidates)
+        height, width = bbox.shape
+        expected = (
+            len(measurement_bin_edges(height, finest)) - 1,
+            len(measurement_bin_edges(width, finest)) - 1,
+        )
+        if values.shape[1:] != expected:
+            raise BoxMismatchError(
+                f"chooseBinSize: the inputs have {values.shape[2]}x{values.shape[1]} bins over "
+                f"{width}x{height} pixels, but the finest of background.binSizeCandidates ({finest} px) "
+                f"makes {expected[1]}x{expected[0]}; measure them with measureBackground under the same "
+                "configuration (binSizeChoice='crossValidated')."
+            )
+        return choose_bin_size(
+            values,
+            bad,
+            bbox,
+            config.binSizeCandidates,
+            algorithm_style(config.algorithm),
+            lambda layers, layers_bad: stack_statistics(layers, layers_bad, Property.MEANCLIP).value,
+        )
+
+    def _average(self, bgList: Sequence[BackgroundList]) -> MaskedImage:
+        """The reference's combination: per-bin clipped mean, missing bins set to the median."""
+        backgrounds, stats_images, values, bad = _stacked_inputs(bgList, "averageBackgrounds")
+        bbox = backgrounds[0].getImageBBox()
+        grid = stats_images[0].bbox
         combined = stack_statistics(values, bad, Property.MEANCLIP)
         value = combined.value
         missing = ~np.isfinite(value)
@@ -485,6 +559,37 @@ class SkyMeasurementTask(Task):
             bgList.append(
                 (BackgroundMI(background.getImageBBox(), stats, background.getBackgroundControl()), *styles)
             )
+
+
+def _stacked_inputs(
+    bgList: Sequence[BackgroundList], what: str
+) -> tuple[list[BackgroundMI], list[MaskedImage], np.ndarray, np.ndarray]:
+    """Check single-element inputs of one box and grid; return them, their (n, ny, nx) values and bad bins."""
+    if len(bgList) == 0:
+        raise NoDataError(f"{what} needs at least one background list; got none.")
+    lengths = [len(bg) for bg in bgList]
+    if any(n != 1 for n in lengths):
+        raise ValueError(
+            f"{what} needs single-element background lists (from measureBackground); got lengths {lengths}."
+        )
+    backgrounds = [bg[0][0] for bg in bgList]
+    bbox = backgrounds[0].getImageBBox()
+    grid = backgrounds[0].getStatsImage().bbox
+    for index, background in enumerate(backgrounds):
+        if background.getImageBBox() != bbox or background.getStatsImage().bbox != grid:
+            raise BoxMismatchError(
+                f"{what} input {index} covers {background.getImageBBox()} with bins "
+                f"{background.getStatsImage().bbox}, but input 0 covers {bbox} with bins {grid}; "
+                "combine only backgrounds of the same detector measured with the same bin size."
+            )
+    stats_images = [background.getStatsImage() for background in backgrounds]
+    values = np.stack([np.asarray(s.image.array, dtype=np.float64) for s in stats_images])
+    # NaN bins count as BAD; the inputs themselves are left untouched.
+    bad = ~np.isfinite(values)
+    for layer, stats in zip(bad, stats_images, strict=True):
+        if "BAD" in stats.mask.schema.names:
+            layer |= stats.mask.get("BAD")
+    return backgrounds, stats_images, values, bad
 
 
 def _combined_mask(stats_images: Sequence[MaskedImage], bad: np.ndarray, missing: np.ndarray) -> Any:
