@@ -220,10 +220,19 @@ def _built_repo(scenario: Scenario, workdir: Path, jobs_option: list[str]) -> Bu
     return BuiltRepo(root, env, calib, build)
 
 
-def _apply(repo: BuiltRepo, output: str, options: list[str]) -> dict[str, float]:
+# Starts a command from a small process. A child forked from this (large) process and then exec'd
+# starts with this process's resident set as its peak (Linux keeps the high-water mark of the
+# forked copy across exec), so its own peak RSS, as pipetask records it, would be this one's.
+_SMALL_PARENT = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+
+
+def _apply(
+    repo: BuiltRepo, output: str, options: list[str], *, small_parent: bool = False
+) -> dict[str, float]:
     """Run pipelines/ApplySkyFrame.yaml with pipetask on the repository's ``visits``."""
     return _run(
-        [_tool("pipetask"), "run", "-b", repo.root, "-i", f"visits,{repo.calib}", "-o", output]
+        (_SMALL_PARENT if small_parent else [])
+        + [_tool("pipetask"), "run", "-b", repo.root, "-i", f"visits,{repo.calib}", "-o", output]
         + ["-p", str(APPLY), "--instrument", INSTRUMENT, "--register-dataset-types", *options],
         repo.env,
     )
@@ -294,7 +303,7 @@ def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, objec
     rows = []
     for n, visit_id in visits.items():
         output = f"skycorr{n}"
-        _apply(repo, output, ["-d", f"visit = {visit_id}"])
+        _apply(repo, output, ["-d", f"visit = {visit_id}"], small_parent=True)
         butler = Butler.from_config(repo.root)
         (ref,) = butler.query_datasets("skyCorr_metadata", collections=output, explain=False)
         peak = butler.get(ref)["quantum"]["endMaxResidentSetSize"]

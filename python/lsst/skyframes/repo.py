@@ -96,6 +96,7 @@ _EMBEDDED_SEED: dict[str, Any] = {
             "SkyFocalPlaneBackground": "lsst.skyframes.formatters.FocalPlaneBackgroundFormatter",
             "SkyObjectMask": "lsst.skyframes.formatters.ObjectMaskFormatter",
             "SkyCamera": "lsst.skyframes.formatters.CameraFormatter",
+            "sky_quality": "lsst.daf.butler.formatters.json.JsonFormatter",
         }
     },
 }
