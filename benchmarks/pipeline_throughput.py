@@ -23,7 +23,8 @@ ratio pipeline / Task level, then the totals; what each dataset type costs on di
 apply pipeline's peak memory through pipetask against the detectors of a visit
 (``--memory-counts``, default 2 4 6 detectors of ``--memory-size``² = 1024², see `apply_memory`).
 ``--jobs 1 2`` also runs each pipetask with
-``-j 2`` and prints the wall-time speed-up. Results go to
+``-j 2`` (and NUMBA_NUM_THREADS = cores / 2, so that the quanta run at once share the cores
+instead of each starting a thread per core) and prints the wall-time speed-up. Results go to
 ``benchmarks/results/pipeline-throughput-<time>.json``.
 
 Run with ``.venv/bin/python benchmarks/pipeline_throughput.py`` (about 10-15 min at 4096² on
@@ -186,7 +187,20 @@ class BuiltRepo:
     build: dict[str, float]
 
 
-def _built_repo(scenario: Scenario, workdir: Path, jobs_option: list[str]) -> BuiltRepo:
+def _jobs_option(jobs: int) -> list[str]:
+    return ["-j", str(jobs)] if jobs > 1 else []
+
+
+def _jobs_env(jobs: int) -> dict[str, str]:
+    """Environment for ``pipetask -j jobs``: the cores shared out among the quanta run at once.
+
+    Each quantum's kernels run on NUMBA_NUM_THREADS threads (default: every core), so ``-j 2`` on
+    2 cores would run 4 threads; pipetask's processes inherit the environment.
+    """
+    return {"NUMBA_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))} if jobs > 1 else {}
+
+
+def _built_repo(scenario: Scenario, workdir: Path, jobs: int) -> BuiltRepo:
     """Ingest the scenario's exposures from FITS files (not timed), build (timed) and certify sky frames."""
     from lsst.skyframes.ingest import write_processed_fits
     from lsst.skyframes.repo import calib_collection
@@ -202,7 +216,7 @@ def _built_repo(scenario: Scenario, workdir: Path, jobs_option: list[str]) -> Bu
         path = workdir / f"image_{exposure}_{d}.fits"
         write_processed_fits(path, image, exposure_header(camera[d], plan))
         files.append(str(path))
-    env = dict(os.environ, SKYFRAMES_CAMERA=str(camera_file), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, SKYFRAMES_CAMERA=str(camera_file), PYTHONUNBUFFERED="1") | _jobs_env(jobs)
     skyframes = _tool("skyframes")
     for command in (
         [skyframes, "create-repo", root],
@@ -213,7 +227,7 @@ def _built_repo(scenario: Scenario, workdir: Path, jobs_option: list[str]) -> Bu
     calib = calib_collection(camera.instrument)
     build = _run(
         [_tool("pipetask"), "run", "-b", root, "-i", f"raw,{calib}", "-o", "build", "-p", str(BUILD)]
-        + ["--instrument", INSTRUMENT, "--register-dataset-types", *jobs_option],
+        + ["--instrument", INSTRUMENT, "--register-dataset-types", *_jobs_option(jobs)],
         env,
     )
     _run([skyframes, "certify", root, "build", "--begin", "2026-10-01T00:00:00"], env)
@@ -245,13 +259,12 @@ def pipelines(scenario: Scenario, workdir: Path, jobs: int) -> dict[str, object]
     from lsst.skyframes.correction import register_correction_inputs
     from lsst.skyframes.simulate import put_science_visit
 
-    jobs_option = ["-j", str(jobs)] if jobs > 1 else []
-    repo = _built_repo(scenario, workdir, jobs_option)
+    repo = _built_repo(scenario, workdir, jobs)
     butler = Butler.from_config(repo.root, writeable=True)
     register_correction_inputs(butler, "visits")
     put_science_visit(butler, scenario.camera, scenario.visit_plan, _science_visit(scenario), "visits")
     del butler
-    apply = _apply(repo, "skycorr", jobs_option)
+    apply = _apply(repo, "skycorr", _jobs_option(jobs))
     detector = scenario.camera[0]
     return {
         "build": {"process": repo.build, "tasks": _quanta(repo.root, "build", BUILD_TASKS)},
@@ -283,7 +296,7 @@ def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, objec
 
     camera = make_synthetic_camera(n_x=3, n_y=2, size=size)
     scenario = Scenario(camera, plan_exposures(4, camera.physical_filters[0], seed=SEED), visit_plan=None)
-    repo = _built_repo(scenario, workdir, [])
+    repo = _built_repo(scenario, workdir, 1)
     butler = Butler.from_config(repo.root, writeable=True)
     register_correction_inputs(butler, "visits")
     visits = {}
@@ -411,7 +424,8 @@ def _table(runs: dict[int, dict], tasks: dict[str, float]) -> str:
         for chain in ("build", "apply"):
             one, many = runs[1][chain]["process"]["wall_s"], runs[jobs][chain]["process"]["wall_s"]
             lines.append(
-                f"{chain}: pipetask -j {jobs} wall {many:.1f} s against {one:.1f} s: x{one / many:.2f}"
+                f"{chain}: pipetask -j {jobs} (NUMBA_NUM_THREADS={_jobs_env(jobs)['NUMBA_NUM_THREADS']}) "
+                f"wall {many:.1f} s against {one:.1f} s: x{one / many:.2f}"
             )
     lines.append(
         "read/compute/write: wall seconds summed over the quanta (read includes deferred reads in run)"
