@@ -20,6 +20,7 @@ from lsst.skyframes.bin_size import (
 from lsst.skyframes.errors import BoxMismatchError, NoDataError
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.quality import quality_report
+from lsst.skyframes.report import format_quality_table
 from lsst.skyframes.statistics import Property, binned_statistics
 
 SIZE = 256
@@ -233,6 +234,23 @@ def test_quality_report_holds_the_error_budget_at_the_chosen_size():
     # The per-input residuals are at the chosen size: the per-pixel noise over about the bin's side.
     residual = np.median(list(report["residual_rms"].values()))
     assert residual == pytest.approx(0.05 / sky.metadata["BINSIZE"], rel=0.35)
+
+
+def test_report_table_shows_the_chosen_size():
+    task = cross_validated_task()
+    backgrounds = measured(task, exposures(pattern("flat"), 0.05, 6, seed=8))
+    chosen = quality_report(task.averageBackgrounds(backgrounds), backgrounds, list(range(6)), [])
+    fixed_task = SkyMeasurementTask()
+    fixed_inputs = measured(fixed_task, exposures(pattern("flat"), 0.05, 6, seed=8))
+    fixed = quality_report(fixed_task.averageBackgrounds(fixed_inputs), fixed_inputs, list(range(6)), [])
+    lines = format_quality_table(
+        [({"physical_filter": "r", "detector": 0}, chosen), ({"physical_filter": "r", "detector": 1}, fixed)]
+    ).splitlines()
+    assert lines[0].split()[-5:] == ["bin", "px", "est.", "RMS", "error"]
+    budget = chosen["bin_size_choice"]
+    error = budget["error_rms"][budget["candidates"].index(budget["bin_size"])]
+    assert lines[2].split()[-2:] == [str(budget["bin_size"]), f"{error:.3e}"]
+    assert lines[3].split()[-1] == "fixed"
 
 
 def test_scale_and_subtraction_work_at_the_chosen_size():

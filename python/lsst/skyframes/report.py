@@ -43,16 +43,21 @@ def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> s
     fraction, median noise and median clipped residual of the inputs.
     Reports of multi-component templates add the number of components, the
     median residual of the inputs from their K-component model and the
-    variance explained by each component. Below the table: every exposure
+    variance explained by each component. Reports of sky frames whose bin
+    size was chosen by cross-validation (schema version 4 on) add the chosen
+    size (``bin px``) and its estimated RMS error. Below the table: every exposure
     left out, with the detectors concerned and the reason, and the sky
     frames built from fewer than 3 inputs (where clipping rejects nothing and
     the noise of the combination cannot be estimated).
     """
     multi = any("n_components" in report for _, report in rows)
+    chosen = any("bin_size_choice" in report for _, report in rows)
     header = (
         f"{'filter':<14} {'det':>4} {'used':>5} {'rej':>4} {'drop':>4} {'filled %':>8} "
         f"{'noise (median)':>15} {'resid RMS (median)':>19}"
     )
+    if chosen:
+        header += f" {'bin px':>6} {'est. RMS error':>14}"
     if multi:
         header += f" {'K':>2} {'K-model resid':>14}  variance explained"
     lines = [header, "-" * len(header)]
@@ -64,6 +69,13 @@ def format_quality_table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> s
             f"{len(report['inputs_rejected']):>4} {len(report.get('inputs_dropped', [])):>4} "
             f"{100 * report['nan_filled_fraction']:>8.2f} {noise:>15.3e} {resid:>19.3e}"
         )
+        if chosen:
+            choice = report.get("bin_size_choice")
+            if choice is None:
+                line += f" {'fixed':>6} {'':>14}"
+            else:
+                error = choice["error_rms"][choice["candidates"].index(choice["bin_size"])]
+                line += f" {choice['bin_size']:>6} {error:>14.3e}"
         if "n_components" in report:
             explained = " ".join(f"{v:.2e}" for v in report["variance_explained"])
             line += (
