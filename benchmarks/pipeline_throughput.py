@@ -460,14 +460,26 @@ def main() -> None:
     )
     scenario = _scenario(args)
     runs = {}
+    # The Task level just before and just after the pipetask -j 1 run, and their mean in the
+    # ratios: a shared machine's speed drifts over minutes (by 40 % here), which this brackets.
+    brackets = []
     for jobs in args.jobs:
+        if jobs == 1:
+            brackets.append(task_level(scenario))
+            print("Task level (before): done", flush=True)
         with tempfile.TemporaryDirectory(prefix="skyframes-throughput-") as workdir:
             runs[jobs] = pipelines(scenario, Path(workdir), jobs)
         print(f"pipetask -j {jobs}: done", flush=True)
-    tasks = task_level(scenario)
-    print("Task level: done", flush=True)
+        if jobs == 1:
+            brackets.append(task_level(scenario))
+            print("Task level (after): done", flush=True)
+    tasks = {label: sum(b[label] for b in brackets) / len(brackets) for label in brackets[0]}
     title = f"{args.exposures} exposures x {args.nx * args.ny} detectors of {args.size}^2, one visit"
     text = f"{title}; CPU seconds\n" + _table(runs, tasks)
+    before, after = brackets[0], brackets[-1]
+    text += "\nTask level CPU: the mean of the runs before / after pipetask -j 1: " + ", ".join(
+        f"{label} {before[label]:.1f} / {after[label]:.1f}" for label in tasks
+    )
     disk = runs[1]["disk"]
     text += "\n\non disk (pipetask -j 1 run): dataset type, datasets, mean size, bytes per detector pixel"
     for name, row in disk.items():
@@ -495,6 +507,7 @@ def main() -> None:
             "args": vars(args),
             "pipelines": runs,
             "task_level": tasks,
+            "task_level_before_after": brackets,
             "apply_memory": memory,
             "table": text,
         },
