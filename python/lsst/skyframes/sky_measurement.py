@@ -311,7 +311,7 @@ class SkyMeasurementTask(Task):
         backgrounds, stats_images, values, bad = _stacked_inputs(bgList, "chooseBinSize")
         config = self.config.background
         bbox = backgrounds[0].getImageBBox()
-        finest = min(config.binSizeCandidates)
+        finest, _ = measurement_bin_sizes(config)
         height, width = bbox.shape
         expected = (
             len(measurement_bin_edges(height, finest)) - 1,
