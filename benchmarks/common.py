@@ -325,3 +325,20 @@ def rss_bytes() -> tuple[int, int]:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return peak, peak
+
+
+def pipeline_configs(
+    pipeline_file: Path, camera, overrides: dict[str, dict[str, object]] | None = None
+) -> dict[str, object]:
+    """Each task's config as pipetask builds it: the YAML's blocks, the instrument's overrides
+    and then ``overrides`` (``{label: {field: value}}``, as ``-c label:field=value``)."""
+    from lsst.pipe.base import Pipeline
+
+    from lsst.skyframes.instrument import SkyFramesInstrument
+
+    pipeline = Pipeline.from_uri(str(pipeline_file))
+    pipeline.addInstrument(SkyFramesInstrument.from_camera(camera))
+    for label, fields in (overrides or {}).items():
+        for field, value in fields.items():
+            pipeline.addConfigOverride(label, field, value)
+    return {label: node.config for label, node in pipeline.to_graph().tasks.items()}

@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_average, machine_info, write_json  # noqa: E402
+from common import load_average, machine_info, pipeline_configs, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "pipelines" / "BuildSkyFrame.yaml"
@@ -325,17 +325,6 @@ def apply_memory(size: int, counts: list[int], workdir: Path) -> dict[str, objec
     return {"size": size, "rows": rows, "growth_images_per_detector": slope / (12 * size * size)}
 
 
-def _pipeline_configs(pipeline_file: Path, camera) -> dict[str, object]:
-    """Each task's config as pipetask builds it (the YAML's blocks, the instrument's overrides)."""
-    from lsst.pipe.base import Pipeline
-
-    from lsst.skyframes.instrument import SkyFramesInstrument
-
-    pipeline = Pipeline.from_uri(str(pipeline_file))
-    pipeline.addInstrument(SkyFramesInstrument.from_camera(camera))
-    return {label: node.config for label, node in pipeline.to_graph().tasks.items()}
-
-
 def task_level(scenario: Scenario) -> dict[str, dict[str, float]]:
     """The same work through the tasks' run methods, on images in memory: CPU per task."""
     from lsst.skyframes.build import (
@@ -347,7 +336,7 @@ def task_level(scenario: Scenario) -> dict[str, dict[str, float]]:
     from lsst.skyframes.correction import SkyCorrectionTask
 
     camera = scenario.camera
-    configs = _pipeline_configs(BUILD, camera) | _pipeline_configs(APPLY, camera)
+    configs = pipeline_configs(BUILD, camera) | pipeline_configs(APPLY, camera)
     images = _images(scenario)
     cpu: dict[str, float] = defaultdict(float)
 

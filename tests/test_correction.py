@@ -6,8 +6,9 @@ ratio LSSTCam's 32 px bins have to its 4096 px detectors' features; with 32 px b
 binned frame cannot follow them and its spline rendering alone biases the scale by ~4%.
 bgModel1 uses the build's bin size (the sky frame is the residual of exactly that model), and
 the scale is measured in 16x16 samples per detector, so that four detectors give about the
-statistics of a full camera's 4x4 (with the reference's bgModel1 of two detectors, the
-leftover per-detector structure biases the scale of this small camera by +5%).
+statistics of a full camera's 4x4 (with a bgModel1 of two detectors, the generic instrument's
+before it took the build's bins, the leftover per-detector structure biased the scale of this
+small camera by +5%).
 """
 
 from __future__ import annotations
@@ -452,7 +453,8 @@ def test_reference_defaults():
     assert config.maskObjects.detection.thresholdType == "pixel_stdev"
     assert config.maskObjects.subtractBackground.binSize == 1024
     sized = camera_config(SkyCorrectionTask, make_synthetic_camera(n_x=2, n_y=2, size=256))
-    assert sized.bgModel1.xSize == pytest.approx(2 * 256 * 0.015)
+    # bgModel1 as the build's largeScaleBackground: one detector.
+    assert sized.bgModel1.xSize == pytest.approx(256 * 0.015)
     assert sized.bgModel2.ySize == pytest.approx(256 * 0.015)
     # The generic instrument thresholds as obs_subaru's and obs_lsst's config/skyCorr.py do.
     assert sized.maskObjects.detection.thresholdType == "stdev"

@@ -5,7 +5,7 @@ restricted to their focal-plane settings and said again under tests/data/, are l
 would load them and checked for what the reference makes of them: a bin is used when it holds at
 least minFrac * (xSize / pixelSize) * (ySize / pixelSize) good pixels. Also: the defaults are the
 reference's, a skyCorr config without bgModel1 sizes is refused with the fix, and the instrument's
-overrides give the camera-derived sizes (one or two detectors, in the camera's pixel size).
+overrides give the camera-derived sizes (one detector, in the camera's pixel size).
 """
 
 from __future__ import annotations
@@ -219,13 +219,20 @@ def test_pipetask_instrument_gives_the_camera_sized_models(monkeypatch):
     monkeypatch.setenv(CAMERA_ENV_VAR, str(CAMERA_FILE))
     build = Pipeline.from_uri(str(BUILD_PIPELINE))
     build.addInstrument("lsst.skyframes.instrument.SkyFramesInstrument")
-    _assert_camera_sized(build.to_graph().tasks["cpSkyImage"].config.largeScaleBackground, 1)
+    large_scale = build.to_graph().tasks["cpSkyImage"].config.largeScaleBackground
+    _assert_camera_sized(large_scale, 1)
     apply = Pipeline.from_uri(str(APPLY_PIPELINE))
     apply.addInstrument("lsst.skyframes.instrument.SkyFramesInstrument")
     # A -c option still wins over the instrument (it is applied after).
     apply.addConfigOverride("skyCorr", "bgModel2.minFrac", 0.5)
     config = apply.to_graph().tasks["skyCorr"].config
-    _assert_camera_sized(config.bgModel1, 2)
+    # bgModel1 takes the build's large-scale bins, as the reference's configs keep them equal.
+    _assert_camera_sized(config.bgModel1, 1)
+    assert (config.bgModel1.xSize, config.bgModel1.ySize, config.bgModel1.pixelSize) == (
+        large_scale.xSize,
+        large_scale.ySize,
+        large_scale.pixelSize,
+    )
     _assert_camera_sized(config.bgModel2, 1)
     assert config.bgModel2.minFrac == 0.5
     # Everything else keeps the reference's defaults.
@@ -247,7 +254,7 @@ def test_instrument_and_camera_config_agree():
         config.largeScaleBackground.toDict()
     )
     corr = camera_config(SkyCorrectionTask, camera)
-    _assert_camera_sized(corr.bgModel1, 2)
+    _assert_camera_sized(corr.bgModel1, 1)
     _assert_camera_sized(corr.bgModel2, 1)
     corr.validate()
     # Tasks without entries are left as they are.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "CAMERA_OVERRIDES",
+    "LARGE_SCALE_DETECTORS",
     "apply_camera_overrides",
     "camera_config",
     "camera_sized_config",
@@ -83,10 +84,23 @@ def camera_sized_config(
     return config
 
 
+LARGE_SCALE_DETECTORS = 1
+"""Bin size, in detectors, of the build's large-scale model (cpSkyImage's
+``largeScaleBackground``) and of the apply's first one (skyCorr's ``bgModel1``).
+
+The two must be the same: the sky frame holds what ``largeScaleBackground``
+leaves of each exposure, and its scale is fitted to what ``bgModel1`` leaves
+of the visit. The reference keeps them equal (cp_pipe's 122.88 mm for
+cpSkyImage, obs_subaru's focalPlaneBackground.py for skyCorr: both HSC's
+8192 px). With ``bgModel1`` twice as coarse, the demo's visits kept 3.5 and
+6.0 e of large-scale residual and the scale absorbed the difference
+(1.03-1.22 x the level); with equal bins, 2.0 and 2.9 e, within 1.4-1.5 x of
+what a perfect correction leaves (the demo prints both)."""
+
 CAMERA_OVERRIDES: Mapping[str, Mapping[str, Callable[[Any, Camera], None] | Any]] = {
     "CpSkyImage": {
         # One detector per bin: the sky frame then holds what is finer than a detector.
-        "largeScaleBackground": partial(camera_sized_config, detectorsPerBin=1),
+        "largeScaleBackground": partial(camera_sized_config, detectorsPerBin=LARGE_SCALE_DETECTORS),
         # Threshold against the clipped noise of the smoothed image, as the obs packages set it for
         # sky correction: the per-pixel variance (pixel_stdev) takes every sky-frame feature finer
         # than the 1024 px detection background for an object, which on small detectors masks the
@@ -101,8 +115,8 @@ CAMERA_OVERRIDES: Mapping[str, Mapping[str, Callable[[Any, Camera], None] | Any]
         "maskTask.detection.searchEdge": True,
     },
     "skyCorr": {
-        # bgModel1 two detectors (as LSSTCam's 8192 px bins for 4096 px detectors), bgModel2 one.
-        "bgModel1": partial(camera_sized_config, detectorsPerBin=2),
+        # bgModel1 the build's large-scale bins (LARGE_SCALE_DETECTORS says why), bgModel2 one detector.
+        "bgModel1": partial(camera_sized_config, detectorsPerBin=LARGE_SCALE_DETECTORS),
         "bgModel2": partial(camera_sized_config, detectorsPerBin=1),
         # As obs_subaru's and obs_lsst's config/skyCorr.py.
         "maskObjects.detection.thresholdType": "stdev",

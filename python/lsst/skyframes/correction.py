@@ -10,7 +10,8 @@ Per visit, over every detector that has every input the configuration needs
    detect objects (``maskObjects``), which stay flagged ``DETECTED`` so that
    they are left out of every model below;
 2. ``bgModel1``: fit one large-scale `FocalPlaneBackground` over the whole
-   focal plane (bins two detectors wide by default) and subtract it;
+   focal plane (with the instrument's overrides, the build's largeScaleBackground
+   bins: one detector) and subtract it;
 3. ``doSky``: measure matching samples of every detector and of its sky frame
    (`SkyMeasurementTask.measureScale`), fit **one** scale to all of them
    (`SkyMeasurementTask.solveScales`) and subtract the scaled sky frames;
@@ -240,8 +241,8 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
     doMaskObjects = Field[bool](doc="Detect objects and keep them out of the models?", default=True)
     bgModel1 = ConfigField[FocalPlaneBackgroundConfig](
         doc="Large-scale focal-plane background. No default size, as in the reference (obs packages set "
-        "it; the instrument's overrides make it two detectors, as LSSTCam's 8192 px bins for its 4096 px "
-        "detectors, see lsst.skyframes.camera_overrides).",
+        "it, to the bins of the build's largeScaleBackground; the instrument's overrides make both one "
+        "detector, see lsst.skyframes.camera_overrides.LARGE_SCALE_DETECTORS).",
         dtype=FocalPlaneBackgroundConfig,
     )
     undoBgModel1 = Field[bool](

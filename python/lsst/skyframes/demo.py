@@ -381,6 +381,49 @@ def _residuals(
     return residuals
 
 
+def _residual_floor(
+    butler: Butler, camera: Camera, visit: dict[int, ScienceDetector], scale: float, build_plan: ExposurePlan
+) -> dict[str, float]:
+    """The least large-scale residual a sky-frame correction of one visit can leave, in e.
+
+    Two parts, added in quadrature: the visit's own noise, as the residual that subtracting
+    its true sky leaves, measured as the corrections are (`large_scale_residual`: its noise,
+    the clipping's efficiency and the object light below the truth mask's threshold); and the
+    sky frames' own noise times the fitted scale (the error of each bin's clipped mean across
+    the inputs, the frame's variance plane, RMS over bins and detectors). ``build_plan`` is a
+    build exposure, to find the sky frames by calibration lookup.
+    """
+    visit_noise = _rms(
+        [
+            large_scale_residual(
+                science.truth.image.image.array - science.truth.sky,
+                science.truth,
+                science.truth.image.mask.get("BAD"),
+                RESIDUAL_BIN,
+            )
+            for science in visit.values()
+        ]
+    )
+    calib = calib_collection(camera.instrument)
+    errors = [
+        np.sqrt(
+            butler.get(
+                "sky",
+                {"instrument": camera.instrument, "detector": detector_id},
+                exposure=build_plan.exposure_id,
+                collections=[calib, INPUT_RUN],
+            ).variance.array.astype(np.float64)
+        )
+        for detector_id in visit
+    ]
+    frame_noise = abs(scale) * _rms(errors)
+    return {
+        "visit_noise": visit_noise,
+        "frame_noise": frame_noise,
+        "floor": float(np.hypot(visit_noise, frame_noise)),
+    }
+
+
 def _rms(arrays: Sequence[np.ndarray]) -> float:
     values = np.concatenate([a.ravel() for a in arrays])
     return float(np.sqrt(np.nanmean(values**2)))
@@ -511,9 +554,17 @@ def _apply(
             "residual_rms": per_case,
             "figure": figure,
         }
+        floor = _residual_floor(butler, camera, visits[plan.exposure_id], scale, build_plans[-1])
+        floor["ratio"] = per_case["sky frame"]["overall"] / floor["floor"]
+        results["visits"][str(plan.exposure_id)]["floor"] = floor
         log(
             f"  sky-frame scale {scale:.1f} (visit level in sky-frame units {expected:.1f}: "
             f"{100 * (scale / expected - 1):+.2f}%)"
+        )
+        log(
+            f"  floor {floor['floor']:.2f} e: visit noise {floor['visit_noise']:.2f} e (the true sky "
+            f"subtracted, measured alike) and scaled sky-frame noise {floor['frame_noise']:.2f} e, in "
+            f"quadrature; the sky frame leaves {floor['ratio']:.2f} x the floor"
         )
         log(f"  figure: {figure}")
     results["seconds"] = time.monotonic() - start
