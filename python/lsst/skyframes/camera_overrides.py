@@ -94,8 +94,9 @@ of the visit. The reference keeps them equal (cp_pipe's 122.88 mm for
 cpSkyImage, obs_subaru's focalPlaneBackground.py for skyCorr: both HSC's
 8192 px). With ``bgModel1`` twice as coarse, the demo's visits kept 3.5 and
 6.0 e of large-scale residual and the scale absorbed the difference
-(1.03-1.22 x the level); with equal bins, 2.0 and 2.9 e, within 1.4-1.5 x of
-what a perfect correction leaves (the demo prints both)."""
+(1.03-1.22 x the level); with equal bins, 2.0 and 2.9 e: 1.24 and 1.37 x the
+floor the demo prints beside them (the visit's own noise and the scaled sky
+frame's noise, in quadrature)."""
 
 CAMERA_OVERRIDES: Mapping[str, Mapping[str, Callable[[Any, Camera], None] | Any]] = {
     "CpSkyImage": {
