@@ -360,16 +360,22 @@ def _run_apply(
     return output
 
 
+# What `_residuals` subtracts from a visit instead of a skyCorr: its true sky, for the floor.
+TRUE_SKY = "true sky"
+
+
 def _residuals(
     butler: Butler, camera: Camera, visit_id: int, visit: dict[int, ScienceDetector], collection: str | None
 ) -> dict[int, np.ndarray]:
-    """Large-scale residuals of one visit: corrected by skyCorr of ``collection``, or by a
-    constant sky (the visit's level) when ``collection`` is `None`."""
+    """Large-scale residuals of one visit: corrected by skyCorr of ``collection``, by a constant
+    sky (the visit's level) when ``collection`` is `None`, or by its true sky when it is
+    `TRUE_SKY`."""
     residuals = {}
     for detector_id, science in visit.items():
         if collection is None:
-            level = science.truth.sky_level
-            corrected = science.truth.image.image.array - level
+            corrected = science.truth.image.image.array - science.truth.sky_level
+        elif collection == TRUE_SKY:
+            corrected = science.truth.image.image.array - science.truth.sky
         else:
             data_id = {"instrument": camera.instrument, "visit": visit_id, "detector": detector_id}
             image = butler.get("preliminary_visit_image", data_id, collections=VISIT_RUN)
@@ -381,32 +387,14 @@ def _residuals(
     return residuals
 
 
-def _residual_floor(
-    butler: Butler, camera: Camera, visit: dict[int, ScienceDetector], scale: float, build_plan: ExposurePlan
-) -> dict[str, float]:
-    """The least large-scale residual a sky-frame correction of one visit can leave, in e.
-
-    Two parts, added in quadrature: the visit's own noise, as the residual that subtracting
-    its true sky leaves, measured as the corrections are (`large_scale_residual`: its noise,
-    the clipping's efficiency and the object light below the truth mask's threshold); and the
-    sky frames' own noise times the fitted scale (the error of each bin's clipped mean across
-    the inputs, the frame's variance plane, RMS over bins and detectors). ``build_plan`` is a
-    build exposure, to find the sky frames by calibration lookup.
-    """
-    visit_noise = _rms(
-        [
-            large_scale_residual(
-                science.truth.image.image.array - science.truth.sky,
-                science.truth,
-                science.truth.image.mask.get("BAD"),
-                RESIDUAL_BIN,
-            )
-            for science in visit.values()
-        ]
-    )
+def _sky_frame_errors(
+    butler: Butler, camera: Camera, detector_ids: Sequence[int], build_plan: ExposurePlan
+) -> dict[int, np.ndarray]:
+    """Each sky frame's per-bin error (its variance plane, square-rooted), by detector id, found
+    by calibration lookup from ``build_plan``, a build exposure."""
     calib = calib_collection(camera.instrument)
-    errors = [
-        np.sqrt(
+    return {
+        detector_id: np.sqrt(
             butler.get(
                 "sky",
                 {"instrument": camera.instrument, "detector": detector_id},
@@ -414,9 +402,20 @@ def _residual_floor(
                 collections=[calib, INPUT_RUN],
             ).variance.array.astype(np.float64)
         )
-        for detector_id in visit
-    ]
-    frame_noise = abs(scale) * _rms(errors)
+        for detector_id in detector_ids
+    }
+
+
+def _residual_floor(visit_noise: float, frame_errors: Sequence[np.ndarray], scale: float) -> dict[str, float]:
+    """The least large-scale residual a sky-frame correction of one visit can leave, in e.
+
+    Two parts, added in quadrature: ``visit_noise``, the visit's own noise as the residual that
+    subtracting its true sky leaves, measured as the corrections are (`large_scale_residual`:
+    its noise, the clipping's efficiency and the object light below the truth mask's
+    threshold); and the sky frames' own noise times the fitted scale (``frame_errors``: the
+    error of each bin's clipped mean across the inputs, RMS over bins and detectors).
+    """
+    frame_noise = abs(scale) * _rms(frame_errors)
     return {
         "visit_noise": visit_noise,
         "frame_noise": frame_noise,
@@ -541,6 +540,7 @@ def _apply(
     }
     log(f"[8/{n_steps}] scoring the corrected visits against truth")
     results: dict[str, Any] = {"visits": {}, "residual_bin_px": RESIDUAL_BIN}
+    frame_errors = _sky_frame_errors(butler, camera, [detector.id for detector in camera], build_plans[-1])
     for plan in plans:
         figure = os.path.join(output, f"sky_correction_visit{plan.exposure_id}.png")
         per_case = _compare_corrections(butler, camera, plan, visits[plan.exposure_id], cases, figure, log)
@@ -554,7 +554,9 @@ def _apply(
             "residual_rms": per_case,
             "figure": figure,
         }
-        floor = _residual_floor(butler, camera, visits[plan.exposure_id], scale, build_plans[-1])
+        visit = visits[plan.exposure_id]
+        visit_noise = _rms(list(_residuals(butler, camera, plan.exposure_id, visit, TRUE_SKY).values()))
+        floor = _residual_floor(visit_noise, [frame_errors[d] for d in visit], scale)
         floor["ratio"] = per_case["sky frame"]["overall"] / floor["floor"]
         results["visits"][str(plan.exposure_id)]["floor"] = floor
         log(
