@@ -95,9 +95,12 @@ EDGE_SNR = 0.5
 # ``-c label:field=value``) that switch it on. "bgModel1 two detectors" is the generic
 # instrument's apply before it gave bgModel1 the build's large-scale bins (one detector).
 CROSS_VALIDATED = {"parameters": {"binSizeChoice": "crossValidated"}}
+PIXEL_LEVEL = {"cpSkyCombine": {"combineLevel": "pixel"}}
 OPTIONS = {
     "defaults": {"build": {}, "apply": {}},
     "binSizeChoice=crossValidated": {"build": CROSS_VALIDATED, "apply": {}},
+    "combineLevel=pixel": {"build": PIXEL_LEVEL, "apply": {}},
+    "combineLevel=pixel, crossValidated": {"build": CROSS_VALIDATED | PIXEL_LEVEL, "apply": {}},
     "bgModel1 two detectors": {
         "build": {},
         "apply": {"skyCorr": {"bgModel1.xSize": 2 * SIZE * PIXEL_MM, "bgModel1.ySize": 2 * SIZE * PIXEL_MM}},
@@ -302,6 +305,22 @@ def camera():
     return make_synthetic_camera(1, 1, SIZE, name="WIRC", pixel_size_mm=PIXEL_MM, filters=(("WIRC-J", "J"),))
 
 
+def _footprint_mask_task():
+    """MaskObjectsTask that takes the true footprint as its detection (perfect masks)."""
+    from lsst.skyframes.masking import MaskObjectsTask
+
+    class FootprintMaskTask(MaskObjectsTask):
+        """Set DETECTED to ``footprint`` (given before each run), then replace it as a detection."""
+
+        footprint: np.ndarray | None = None
+
+        def run(self, exposure, maskPlanes=None):
+            exposure.mask.set("DETECTED", self.footprint)
+            return self.removeObjects(exposure, maskPlanes)
+
+    return FootprintMaskTask
+
+
 def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) -> tuple[object, list[float]]:
     """Run the build chain on the exposures; return the sky frame and each input's sky level.
 
@@ -319,26 +338,30 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
     cam = camera()
     detector = cam[0]
     image_task = CpSkyImageTask(config=configs["cpSkyImage"])
+    if masking != "own":
+        # The pipeline's configs are frozen: swap in the footprint masker with the same config.
+        image_task.maskTask = _footprint_mask_task()(config=image_task.maskTask.config)
     scale_task = CpSkyScaleMeasureTask(config=configs["cpSkyScaleMeasure"])
     subtract_task = CpSkySubtractBackgroundTask(config=configs["cpSkySubtractBackground"])
     combine_task = CpSkyCombineTask(config=configs["cpSkyCombine"])
-    residuals, levels = [], []
+    # combineLevel='pixel' combines the normalised images themselves (held here, as loaders).
+    keep_images = configs["cpSkyCombine"].combineLevel == "pixel"
+    residuals, levels, images = [], [], []
     for plan in build_plans:
         exposure = make_exposure(truth, plan, noiseless=masking == "truth")
         if masking != "own":
-            # The pipeline's replacement of a detection (DETECTED set, then removeObjects), of the
-            # true footprint instead.
-            def perfect_masking(image, planes, footprint=exposure.footprint):
-                image.mask.set("DETECTED", footprint)
-                return image_task.maskTask.removeObjects(image, planes)
-
-            image_task.maskTask.run = perfect_masking
+            image_task.maskTask.footprint = exposure.footprint
         masked = image_task.run(exposure.image, cam, detector)
         merged = scale_task.run([masked.maskedBkg])
         levels.append(float(merged.outputScale["scale"]))
         result = subtract_task.run(masked.maskedExp, merged.outputBkg, merged.outputScale, detector)
         residuals.append(result.outputBkg)
-    sky = combine_task.run(residuals, exposureIds=[p.exposure_id for p in build_plans]).outputCalib
+        if keep_images:
+            images.append(masked.maskedExp)
+    loaders = [lambda image=image: image for image in images] if keep_images else None
+    sky = combine_task.run(
+        residuals, exposureIds=[p.exposure_id for p in build_plans], residualImages=loaders
+    ).outputCalib
     return sky, levels
 
 

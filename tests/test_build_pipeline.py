@@ -26,6 +26,7 @@ from lsst.skyframes.truth import expected_noise, good_pixel_counts, noiseless_sk
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "BuildSkyFrame.yaml"
 SEED = 11
+PIXEL_RUN = "skybuild-pixel"
 
 
 def _bin(name: str) -> str:
@@ -71,10 +72,18 @@ def built(tmp_path_factory):
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         assert result.returncode == 0, (command[:2], result.stdout[-3000:], result.stderr[-5000:])
     assert "4 'sky' datasets newly certified" in result.stdout
-    return camera, root, plans, (started, datetime.datetime.now(datetime.UTC))
+    finished = datetime.datetime.now(datetime.UTC)
+    # cpSkyCombine again, alone, with combineLevel='pixel', from the first run's outputs.
+    pixel = [_bin("pipetask"), "run", "-b", root, "-i", f"skybuild,{inputs}", "-o", PIXEL_RUN]
+    pixel += ["-p", f"{PIPELINE}#cpSkyCombine", "-c", "cpSkyCombine:combineLevel=pixel"]
+    pixel += ["--instrument", "lsst.skyframes.instrument.SkyFramesInstrument"]
+    result = subprocess.run(pixel, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
+    return camera, root, plans, (started, finished)
 
 
-def test_sky_frames_match_truth_within_noise(built):
+@pytest.mark.parametrize("combine_level", ["bin", "pixel"])
+def test_sky_frames_match_truth_within_noise(built, combine_level):
     camera, root, plans, _ = built
     butler = Butler.from_config(root)
     fp_config = camera_sized_config(CpSkyImageConfig().largeScaleBackground, camera, 1)
@@ -83,13 +92,22 @@ def test_sky_frames_match_truth_within_noise(built):
     # Look the calibration up the way a later science exposure would: by its data ID and time.
     later = plans[-1].exposure_id
     for detector in camera:
-        sky = butler.get(
-            "sky",
-            instrument=camera.instrument,
-            exposure=later,
-            detector=detector.id,
-            collections=[calib_collection(camera.instrument), "raw"],
-        )
+        if combine_level == "bin":
+            sky = butler.get(
+                "sky",
+                instrument=camera.instrument,
+                exposure=later,
+                detector=detector.id,
+                collections=[calib_collection(camera.instrument), "raw"],
+            )
+        else:
+            sky = butler.get(
+                "sky",
+                instrument=camera.instrument,
+                physical_filter=plans[0].physical_filter,
+                detector=detector.id,
+                collections=PIXEL_RUN,
+            )
         assert sky.metadata["OBSTYPE"] == "SKY"
         assert sky.metadata["SKY_NINPUTS"] == len(plans)
         assert sky.metadata["BOX.MAXX"] == detector.width - 1

@@ -29,6 +29,8 @@ PIPELINES = [
     ),
     # cp_pipe's masked copy of every input, on request.
     ("BuildSkyFrame.yaml", {"cpSkyImage": {"doWriteMaskedExp": True}}),
+    # The per-pixel combination reads the inputs' image planes and focal-plane backgrounds.
+    ("BuildSkyFrame.yaml", {"cpSkyCombine": {"combineLevel": "pixel"}}),
     ("BuildSkyTemplates.yaml", {}),
     ("ApplySkyFrame.yaml", {}),
     ("ApplySkyFrame.yaml", {"skyCorr": {"nComponents": 2}}),

@@ -63,15 +63,25 @@ __all__ = [
 
 import dataclasses
 import datetime
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import os
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import astropy.time
 import numpy as np
 
 from lsst.daf.butler import DataCoordinate
-from lsst.images import MaskedImage
-from lsst.pex.config import Config, ConfigField, ConfigurableField, Field, FieldValidationError, ListField
+from lsst.images import Image, MaskedImage
+from lsst.pex.config import (
+    ChoiceField,
+    Config,
+    ConfigField,
+    ConfigurableField,
+    Field,
+    FieldValidationError,
+    ListField,
+)
 from lsst.pex.config.configurableField import ConfigurableInstance
 from lsst.pipe.base import (
     InputQuantizedConnection,
@@ -87,7 +97,7 @@ from lsst.pipe.base import connectionTypes as cT
 from .background import BackgroundList
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
-from .errors import CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
+from .errors import BoxMismatchError, CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
 from .masking import MaskObjectsTask
@@ -785,11 +795,7 @@ class CpSkySubtractBackgroundTask(PipelineTask):
                 f"{'' if key == 'scale' else ' ' + key}) is {scale}; it must be finite and positive (made by "
                 "cpSkyScaleMeasure)."
             )
-        scale = float(scale)
-        pixels, _ = image_and_mask(inputExp)
-        model = inputBkg.toCcdBackground(detector, pixels.bbox)
-        pixels.array -= model.getImage().array
-        pixels.array /= scale
+        normalise_residual(inputExp, inputBkg, float(scale), detector)
         return Struct(outputBkg=self.sky.measureBackground(inputExp))
 
     def _backgroundOf(
@@ -831,6 +837,28 @@ class CpSkySubtractBackgroundTask(PipelineTask):
         return inputBkgAlternate, "scaleAlternate"
 
 
+def normalise_residual(
+    inputExp: MaskedImage, inputBkg: FocalPlaneBackground, scale: float, detector: DetectorGeometry
+) -> None:
+    """Subtract the exposure's focal-plane model from one detector image and divide by its sky level.
+
+    Parameters
+    ----------
+    inputExp : `lsst.images.MaskedImage`
+        Object-masked image of ``detector``; modified in place.
+    inputBkg : `FocalPlaneBackground`
+        The exposure's merged focal-plane background (of the detector's type).
+    scale : `float`
+        The exposure's sky level (finite, positive).
+    detector : `DetectorGeometry`
+        The detector of ``inputExp``.
+    """
+    pixels, _ = image_and_mask(inputExp)
+    model = inputBkg.toCcdBackground(detector, pixels.bbox)
+    pixels.array -= model.getImage().array
+    pixels.array /= scale
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Step 3: combine exposures into the sky frame
 # ---------------------------------------------------------------------------------------------------------
@@ -859,13 +887,33 @@ class CpSkyCombineConnections(
     inputExpHandles = cT.Input(
         name="cpSkyObjectMask",
         doc="Object masks of the inputs (cp_pipe: the masked images, cpSkyMaskedIsrExp, which this "
-        "pipeline does not write by default). Never read: the exposure records of their data IDs give the "
-        "sky frame's provenance header (CPP_INPUT_*, DATE-*, MJD-*).",
+        "pipeline does not write by default). The exposure records of their data IDs give the sky frame's "
+        "provenance header (CPP_INPUT_*, DATE-*, MJD-*); read only with combineLevel='pixel'.",
         storageClass="SkyObjectMask",
         dimensions=("instrument", "exposure", "detector"),
         multiple=True,
         deferLoad=True,
     )
+    inputImages = cT.Input(
+        name="post_isr_image",
+        doc="The images cpSkyImage masked (combineLevel='pixel' only): their image planes, with "
+        "cpSkyObjectMask, cpSkyExpBackground and cpSkyExpScale, give the normalised residual images that "
+        "are combined pixel by pixel.",
+        storageClass="MaskedImageV2",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+        deferLoad=True,
+        minimum=0,
+    )
+    inputExpBackgrounds = cT.Input(
+        name="cpSkyExpBackground",
+        doc="Focal-plane background of every exposure (combineLevel='pixel' only).",
+        storageClass="SkyFocalPlaneBackground",
+        dimensions=("instrument", "exposure"),
+        multiple=True,
+        minimum=0,
+    )
+    camera = camera_connection()
     outputCalib = cT.Output(
         name="sky",
         doc="Sky frame: combined residual background, in units of the sky level (with nComponents > 1: "
@@ -891,6 +939,10 @@ class CpSkyCombineConnections(
 
     def __init__(self, *, config: CpSkyCombineConfig | None = None) -> None:
         super().__init__(config=config)
+        if config is None or config.combineLevel != "pixel":
+            del self.inputImages
+            del self.inputExpBackgrounds
+            del self.camera
         if config is None or config.nComponents == 1:
             del self.outputComponents
             return
@@ -927,6 +979,21 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
         default=1,
         check=lambda n: n >= 1,
     )
+    combineLevel = ChoiceField[str](
+        doc="Where the inputs are combined across exposures.",
+        default="bin",
+        allowed={
+            "bin": "the reference: each exposure's residual background (its bins' clipped means, "
+            "cpSkySubtractBackground) is combined bin by bin with a clipped mean",
+            "pixel": "each pixel is the clipped mean of its unmasked values across the exposures and each "
+            "bin the mean of those pixels (SkyMeasurementTask.averageImages): no structure inside a bin is "
+            "clipped, and pixels one exposure's object masking left out are filled by the others instead "
+            "of biasing its bin. Reads every input's image plane again (post_isr_image, one at a time) and "
+            "holds the normalised images in a scratch file of 4 bytes per pixel and exposure in the "
+            "temporary directory (TMPDIR), removed when the quantum ends. nComponents = 1 and one physical "
+            "detector type only.",
+        },
+    )
     pca = ConfigurableField(
         target=SkyPcaTask,
         doc="Robust PCA of the templates (nComponents > 1): clip, nIter, maxBadFraction, "
@@ -937,6 +1004,14 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
     def validate(self) -> None:
         super().validate()
         refuse_scale_fit_fields(self.sky.value, "CpSkyCombineTask", "combines the residual backgrounds")
+        if self.combineLevel == "pixel" and self.nComponents != 1:
+            raise FieldValidationError(
+                type(self).combineLevel,
+                self,
+                f"combineLevel='pixel' builds one sky frame per detector; with nComponents = "
+                f"{self.nComponents} the templates are combined from the residual backgrounds' bins. Use "
+                "combineLevel='bin' (the default) for templates.",
+            )
         pca = self.pca.value
         default = type(pca)()
         if pca.nComponents not in (default.nComponents, self.nComponents):
@@ -962,8 +1037,10 @@ class CpSkyCombineTask(PipelineTask):
     """Combine the exposures' residual backgrounds into the ``sky`` calibration.
 
     The calibration's metadata gets cp_pipe's header (`calibration_header`):
-    its ``inputExpHandles`` (cp_pipe's connection, deferred) are never read,
-    their data IDs' exposure records give each input's start and exposure time.
+    its ``inputExpHandles`` (cp_pipe's connection, deferred) give each input's
+    start and exposure time through their data IDs' exposure records (they are
+    read only with ``combineLevel='pixel'``, which combines the normalised
+    images pixel by pixel; see `SkyMeasurementTask.averageImages`).
 
     With ``nComponents`` > 1 it also builds multi-component templates
     (`~lsst.skyframes.pca.SkyPcaTask`) of every detector at once; see
@@ -990,16 +1067,22 @@ class CpSkyCombineTask(PipelineTask):
             int(ref.dataId["exposure"]): scale
             for ref, scale in zip(inputRefs.inputScales, inputs["inputScales"], strict=True)
         }
-        # The handles are never read: their data IDs carry the exposure records.
+        # The handles' data IDs carry the exposure records (read only at the pixel level).
         input_exposures = input_exposures_of(handle.dataId for handle in inputs["inputExpHandles"])
         if self.config.nComponents == 1:
             exposures = [int(ref.dataId["exposure"]) for ref in inputRefs.inputBkgs]
+            detector_id = int(butlerQC.quantum.dataId["detector"])
             outputs = self.run(
                 inputBkgs=inputs["inputBkgs"],
                 exposureIds=exposures,
                 dropped=dropped_exposures(scales, exposures),
-                detectorId=int(butlerQC.quantum.dataId["detector"]),
+                detectorId=detector_id,
                 inputExposures=input_exposures,
+                residualImages=(
+                    self._residualLoaders(inputRefs, inputs, scales, exposures, detector_id)
+                    if self.config.combineLevel == "pixel"
+                    else None
+                ),
             )
             butlerQC.put(outputs, outputRefs)
             return
@@ -1022,6 +1105,60 @@ class CpSkyCombineTask(PipelineTask):
             for ref in getattr(outputRefs, name):
                 butlerQC.put(getattr(outputs, name)[int(ref.dataId["detector"])], ref)
 
+    def _residualLoaders(
+        self,
+        inputRefs: InputQuantizedConnection,
+        inputs: Mapping[str, Any],
+        scales: Mapping[int, Mapping[str, Any]],
+        exposures: Sequence[int],
+        detector_id: int,
+    ) -> list[Callable[[], MaskedImage]]:
+        """For each exposure, a loader of its normalised residual image (combineLevel='pixel').
+
+        Each loader reads the image plane of ``post_isr_image``, applies the
+        exposure's object mask, subtracts its focal-plane model and divides by
+        its sky level, as cpSkySubtractBackground does before binning.
+        """
+        detector = inputs["camera"][detector_id]
+        images = {int(h.dataId["exposure"]): h for h in inputs["inputImages"]}
+        masks = {int(h.dataId["exposure"]): h for h in inputs["inputExpHandles"]}
+        focal_plane = {
+            int(ref.dataId["exposure"]): background
+            for ref, background in zip(
+                inputRefs.inputExpBackgrounds, inputs["inputExpBackgrounds"], strict=True
+            )
+        }
+        needed = (
+            ("post_isr_image", images),
+            ("cpSkyObjectMask", masks),
+            ("cpSkyExpBackground", focal_plane),
+        )
+
+        def loader(exposure: int) -> Callable[[], MaskedImage]:
+            def load() -> MaskedImage:
+                scale = scales[exposure]
+                if scale.get("detectorTypeAlternate") is not None:
+                    raise ConfigMismatchError(
+                        f"cpSkyCombine: combineLevel='pixel' normalises every detector by the exposure's "
+                        f"one focal-plane background, but exposure {exposure} was measured with two "
+                        f"physical types ({scale.get('detectorType')!r} and "
+                        f"{scale['detectorTypeAlternate']!r}, includeAlternateBackground). Use "
+                        "combineLevel='bin' for such cameras."
+                    )
+                for name, found in needed:
+                    if exposure not in found:
+                        raise NoDataError(
+                            f"cpSkyCombine: combineLevel='pixel' needs the {name} of exposure {exposure}, "
+                            f"detector {detector_id}, but the quantum has none."
+                        )
+                masked = masks[exposure].get().applyTo(images[exposure].get(component="image"))
+                normalise_residual(masked, focal_plane[exposure], float(scale["scale"]), detector)
+                return masked
+
+            return load
+
+        return [loader(exposure) for exposure in exposures]
+
     def run(
         self,
         inputBkgs: Sequence[BackgroundList],
@@ -1029,6 +1166,7 @@ class CpSkyCombineTask(PipelineTask):
         dropped: Sequence[Mapping[str, Any]] = (),
         detectorId: int | None = None,
         inputExposures: Mapping[int, InputExposure] | None = None,
+        residualImages: Sequence[Callable[[], MaskedImage]] | None = None,
     ) -> Struct:
         """Average the residual backgrounds into a sky frame and report on it.
 
@@ -1048,6 +1186,13 @@ class CpSkyCombineTask(PipelineTask):
             When each input exposure was taken, by exposure id (at least every
             input of ``exposureIds``; see `input_exposures_of`). Without it the
             header lists only the inputs' ids.
+        residualImages : sequence of callables, optional
+            With ``combineLevel='pixel'`` (required then): one loader per
+            input, in ``inputBkgs`` order, returning that exposure's
+            normalised residual image (object-masked, model subtracted,
+            divided by the sky level: what cpSkySubtractBackground binned).
+            Only the loaders of used inputs are called, each once; the images
+            are held in a scratch file, not in memory.
 
         Returns
         -------
@@ -1076,7 +1221,17 @@ class CpSkyCombineTask(PipelineTask):
         self._checkBinning(inputBkgs, ids)
         used, used_ids, rejected = select_inputs(inputBkgs, ids)
         self._checkInputs(used, rejected, dropped, detectorId)
-        sky = self.sky.averageBackgrounds(used)
+        if self.config.combineLevel == "pixel":
+            if residualImages is None or len(residualImages) != len(inputBkgs):
+                raise ValueError(
+                    f"cpSkyCombine: combineLevel='pixel' needs one residual image loader per input "
+                    f"({len(inputBkgs)}); got "
+                    f"{'none' if residualImages is None else len(residualImages)}."
+                )
+            position = {exposure: index for index, exposure in enumerate(ids)}
+            sky = self._averagePixels(used, [residualImages[position[e]] for e in used_ids])
+        else:
+            sky = self.sky.averageBackgrounds(used)
         _stamp_calibration(sky, used_ids, inputExposures)
         report = quality_report(sky, used, used_ids, rejected, dropped=dropped)
         return Struct(outputCalib=sky, outputQuality=report)
@@ -1183,6 +1338,43 @@ class CpSkyCombineTask(PipelineTask):
             outputQuality=reports,
             varianceExplained=result.varianceExplained,
         )
+
+    def _averagePixels(
+        self, used: Sequence[BackgroundList], loaders: Sequence[Callable[[], MaskedImage]]
+    ) -> MaskedImage:
+        """The sky frame of the used inputs, combined pixel by pixel (combineLevel='pixel').
+
+        The normalised images go one at a time into a float32 scratch file
+        (masked pixels as NaN), which `SkyMeasurementTask.averageImages` reads
+        in strips of rows; the bin size of ``'crossValidated'`` is chosen from
+        the inputs' residual backgrounds, as with ``combineLevel='bin'``.
+        """
+        background = self.config.sky.background
+        choice = self.sky.chooseBinSize(used) if background.binSizeChoice != "fixed" else None
+        bbox = used[0][0][0].getImageBBox()
+        height, width = bbox.shape
+        with tempfile.TemporaryDirectory(prefix="skyframes-pixel-stack-") as scratch:
+            stack = np.memmap(
+                os.path.join(scratch, "stack.f32"),
+                dtype=np.float32,
+                mode="w+",
+                shape=(len(loaders), height, width),
+            )
+            for index, load in enumerate(loaders):
+                pixels, mask = image_and_mask(load())
+                if pixels.bbox != bbox:
+                    raise BoxMismatchError(
+                        f"cpSkyCombine: residual image {index} covers {pixels.bbox}, but its residual "
+                        f"background covers {bbox}; both must come from the same detector image."
+                    )
+                layer = stack[index]
+                layer[...] = pixels.array
+                if mask is not None:
+                    layer[bad_pixel_mask(mask, list(background.mask))] = np.nan
+            layers = [Image(stack[index], bbox=bbox) for index in range(len(loaders))]
+            sky = self.sky.averageImages(layers, binSizeChoice=choice)
+            del layers, layer, stack
+        return sky
 
     def _checkInputs(
         self,

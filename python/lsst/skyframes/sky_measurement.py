@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lsst.images import Box, Image, MaskedImage
+from lsst.images import Box, Image, Mask, MaskedImage
 from lsst.pex.config import ChoiceField, Config, ConfigField, FieldValidationError, ListField, RangeField
 from lsst.pipe.base import Task
 from lsst.utils.timer import timeMethod
@@ -42,6 +42,8 @@ from .bin_size import BinSizeChoice, choose_bin_size, measurement_bin_edges, reb
 from .errors import BoxMismatchError, MissingMetadataError, NoDataError
 from .images import image_and_mask, require_same_bbox
 from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
+from .mask_planes import default_mask_schema
+from .pixel_stack import PixelStackBins, strip_rows
 from .statistics import (
     Property,
     StatisticsControl,
@@ -49,6 +51,9 @@ from .statistics import (
     binned_statistics,
     stack_statistics,
 )
+
+PIXEL_STACK_STRIP_BYTES = 256 * 2**20
+"""Memory a strip of `SkyMeasurementTask.averageImages`'s per-pixel stack may take (bytes)."""
 
 REFERENCE_IQR_TO_SIGMA = 0.741
 """Sigma per unit inter-quartile range in the scale fit of `SkyMeasurementTask.solveScales`.
@@ -354,6 +359,96 @@ class SkyMeasurementTask(Task):
         )
         return self.backgroundToExposure(result, bbox)
 
+    @timeMethod
+    def averageImages(
+        self, images: Sequence[MaskedImage], binSizeChoice: BinSizeChoice | None = None
+    ) -> MaskedImage:
+        """Combine normalised residual images pixel by pixel into a sky frame.
+
+        The alternative to `measureBackground` of each input followed by
+        `averageBackgrounds`, for detectors with structure inside a bin: each
+        pixel is the clipped mean (3 sigma, 3 iterations, as
+        `averageBackgrounds` combines bins) of its unmasked values across the
+        inputs, and each bin the plain mean of the combined pixels (see
+        `lsst.skyframes.pixel_stack`).  No structure is clipped within a bin,
+        and an input's masked pixels are filled by the other inputs instead
+        of biasing its bin.
+
+        Parameters
+        ----------
+        images : sequence of `lsst.images.MaskedImage`
+            The inputs as `measureBackground` would take them (object-masked,
+            the large-scale model subtracted, divided by the sky level), all
+            over the same box.  Pixels in ``background.mask`` planes and
+            non-finite pixels are ignored.
+        binSizeChoice : `~lsst.skyframes.bin_size.BinSizeChoice`, optional
+            With ``background.binSizeChoice='crossValidated'``, a choice
+            already made (`chooseBinSize`); otherwise it is made here from
+            `measureBackground` of each input.  Ignored with ``'fixed'``.
+
+        Returns
+        -------
+        skyFrame : `lsst.images.MaskedImage`
+            As `averageBackgrounds` returns it: the bins of `measureBackground`
+            (or of the chosen size, with ``BINSIZE`` and the error budget in
+            the metadata), the variance of each bin's mean, bins without a
+            combined pixel set to the median of the others and flagged
+            ``NO_DATA``.
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised for no input or if no pixel of any input is usable; with
+            ``'crossValidated'``, also for a single input.
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the inputs' boxes differ.
+        """
+        if len(images) == 0:
+            raise NoDataError("averageImages needs at least one image; got none.")
+        planes = [image_and_mask(image) for image in images]
+        bbox = planes[0][0].bbox
+        for index, (pixels, _) in enumerate(planes):
+            require_same_bbox(bbox, pixels.bbox, f"averageImages input {index} against input 0")
+        config = self.config.background
+        if config.binSizeChoice == "fixed":
+            x_size, y_size = config.xBinSize, config.yBinSize
+        else:
+            if binSizeChoice is None:
+                binSizeChoice = self.chooseBinSize([self.measureBackground(image) for image in images])
+            x_size = y_size = binSizeChoice.binSize
+        height, width = bbox.shape
+        bins = PixelStackBins(measurement_bin_edges(width, x_size), measurement_bin_edges(height, y_size))
+        masks = [None if mask is None else bad_pixel_mask(mask, list(config.mask)) for _, mask in planes]
+        rows = strip_rows(len(images), width, height, PIXEL_STACK_STRIP_BYTES)
+        for y0 in range(0, height, rows):
+            y1 = min(y0 + rows, height)
+            values = np.stack([pixels.array[y0:y1] for pixels, _ in planes])
+            bad = np.stack([np.zeros((y1 - y0, width), bool) if m is None else m[y0:y1] for m in masks])
+            bins.add(y0, values, bad)
+        sky = self._skyFrame(bins.result(), bbox, f"averageImages: none of the {len(images)} inputs")
+        if config.binSizeChoice != "fixed":
+            binSizeChoice.toMetadata(sky.metadata)
+        return sky
+
+    def _skyFrame(self, combined: Any, bbox: Box, what: str) -> MaskedImage:
+        """A sky-frame exposure from per-bin values and errors; missing bins set to the median."""
+        value = np.array(combined.value, dtype=np.float64)
+        missing = ~np.isfinite(value)
+        if missing.all():
+            raise NoDataError(
+                f"{what} has a usable pixel; check that the input exposures are not fully masked."
+            )
+        value[missing] = np.median(value[~missing])
+        grid = Box.from_shape(value.shape)
+        mask = Mask(0, schema=default_mask_schema(), bbox=grid)
+        mask.set("NO_DATA", missing)
+        result = MaskedImage(
+            Image(value.astype(np.float32), bbox=grid),
+            mask=mask,
+            variance=Image((np.asarray(combined.error) ** 2).astype(np.float32), bbox=grid),
+        )
+        return self.backgroundToExposure(result, bbox)
+
     def backgroundToExposure(self, statsImage: MaskedImage, bbox: Box) -> MaskedImage:
         """Wrap a stats image as a sky-frame "exposure" with its metadata.
 
@@ -594,10 +689,6 @@ def _stacked_inputs(
 
 def _combined_mask(stats_images: Sequence[MaskedImage], bad: np.ndarray, missing: np.ndarray) -> Any:
     """OR of the contributing inputs' masks, NO_DATA where nothing contributed."""
-    from lsst.images import Mask
-
-    from .mask_planes import default_mask_schema
-
     schema = default_mask_schema()
     out = Mask(0, schema=schema, bbox=stats_images[0].bbox)
     for stats, layer_bad in zip(stats_images, bad, strict=True):

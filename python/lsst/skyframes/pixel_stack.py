@@ -1,0 +1,186 @@
+# This file is part of skyframes.
+#
+# Developed for the LSST Data Management System.
+# Use of this source code is governed by a 3-clause BSD-style
+# license that can be found in the LICENSE file.
+
+"""Sky-frame bins from a per-pixel clipped stack of the inputs.
+
+The reference combines its inputs bin by bin: each input's bin is a clipped
+mean of its own pixels, and the bins are then combined with a clipped mean
+across the inputs.  Two things go wrong on a detector whose response has
+structure inside a bin (readout-channel steps, dark rows):
+
+- clipping within a bin treats that structure as noise and removes its tails;
+- the pixels an input's object masking leaves out are not random: detections
+  fall where the response is high or changing, so each input's bin mean is
+  biased by which pixels it lost.
+
+Here the inputs are combined pixel by pixel first (the reference's clipped
+mean across the stack, ignoring each input's masked pixels), and each bin is
+then the plain mean of the combined pixels.  A pixel masked in one input is
+filled by the others (the objects move between dithered exposures, the
+response does not), and no pixel of the response is clipped against its
+neighbours.  `PixelStackBins` accumulates the bins over strips of rows, so a
+detector's stack need never be in memory at once.
+"""
+
+from __future__ import annotations
+
+__all__ = ("PixelStackBins", "strip_rows")
+
+import numpy as np
+
+from .errors import BoxMismatchError, NoDataError
+from .statistics import Property, StatsResult, stack_statistics
+
+
+def strip_rows(n_inputs: int, width: int, height: int, max_bytes: int) -> int:
+    """Return how many rows of a stack of ``n_inputs`` images fit in ``max_bytes``.
+
+    Parameters
+    ----------
+    n_inputs, width, height : `int`
+        The stack: inputs, and each image's width and height (pixels).
+    max_bytes : `int`
+        Memory a strip may take: 5 bytes per input pixel (float32 values and
+        the bad-pixel flags), plus 64 bytes per row pixel for the per-pixel
+        results.
+
+    Returns
+    -------
+    rows : `int`
+        Between 1 and ``height``.
+    """
+    per_row = width * (5 * max(n_inputs, 1) + 64)
+    return int(min(max(max_bytes // per_row, 1), height))
+
+
+class PixelStackBins:
+    """Bins of the per-pixel clipped mean of a stack, accumulated over strips of rows.
+
+    Parameters
+    ----------
+    x_edges, y_edges : `numpy.ndarray`
+        Integer bin edges along x (columns) and y (rows) of the images, from 0
+        to the width and height (e.g. from
+        `~lsst.skyframes.bin_size.measurement_bin_edges`).
+    clip : `float`, optional
+        Clipping threshold (sigma) of the per-pixel clipped mean.
+    n_iter : `int`, optional
+        Clipping passes of the per-pixel clipped mean.
+
+    Notes
+    -----
+    Each pixel is the clipped mean (`~lsst.skyframes.statistics.Property.MEANCLIP`,
+    as `~lsst.skyframes.sky_measurement.SkyMeasurementTask.averageBackgrounds`
+    combines bins) of its good values across the inputs; a pixel no input
+    holds is left out.  A bin's value is the mean of its combined pixels and
+    its error the error of that mean from the per-pixel errors (independent
+    pixels; a pixel that only one input holds has no error of its own and is
+    given the mean variance of the bin's other pixels).  Because a bin's mean
+    is a sum over pixels, strips need not follow bin edges.
+    """
+
+    def __init__(self, x_edges: np.ndarray, y_edges: np.ndarray, clip: float = 3.0, n_iter: int = 3) -> None:
+        self._x_edges = np.asarray(x_edges, dtype=np.int64)
+        self._y_edges = np.asarray(y_edges, dtype=np.int64)
+        self._clip = clip
+        self._n_iter = n_iter
+        shape = (len(self._y_edges) - 1, len(self._x_edges) - 1)
+        self._sum = np.zeros(shape)
+        self._variance_sum = np.zeros(shape)
+        self._count = np.zeros(shape, dtype=np.int64)
+        self._variance_count = np.zeros(shape, dtype=np.int64)
+        self._rows_done = np.zeros(int(self._y_edges[-1]), dtype=bool)
+
+    @property
+    def width(self) -> int:
+        """Width of the images (pixels)."""
+        return int(self._x_edges[-1])
+
+    @property
+    def height(self) -> int:
+        """Height of the images (pixels)."""
+        return int(self._y_edges[-1])
+
+    def add(self, y0: int, values: np.ndarray, bad: np.ndarray | None) -> None:
+        """Combine one strip of rows of every input and add it to the bins.
+
+        Parameters
+        ----------
+        y0 : `int`
+            First row of the strip (0-based, in the images' array rows).
+        values : `numpy.ndarray`
+            ``(n_inputs, rows, width)``: the strip of each input.
+        bad : `numpy.ndarray` or `None`
+            Boolean, as ``values``: pixels to leave out (masked); non-finite
+            values are always left out.
+
+        Raises
+        ------
+        lsst.skyframes.errors.BoxMismatchError
+            Raised if the strip is not as wide as the images, runs past their
+            last row, or repeats rows already added.
+        """
+        values = np.asarray(values)
+        if values.ndim != 3 or values.shape[2] != self.width:
+            raise BoxMismatchError(
+                f"PixelStackBins.add: the strip has shape {values.shape}, but (inputs, rows, {self.width}) "
+                "is needed: every input's rows, as wide as the bins' images."
+            )
+        rows = values.shape[1]
+        if y0 < 0 or y0 + rows > self.height:
+            raise BoxMismatchError(
+                f"PixelStackBins.add: rows {y0}-{y0 + rows - 1} are outside the images' {self.height} rows."
+            )
+        if self._rows_done[y0 : y0 + rows].any():
+            raise BoxMismatchError(
+                f"PixelStackBins.add: rows {y0}-{y0 + rows - 1} overlap rows already added; add each row "
+                "once."
+            )
+        combined = stack_statistics(values, bad, Property.MEANCLIP, self._clip, self._n_iter)
+        good = np.isfinite(combined.value)
+        has_error = good & np.isfinite(combined.error)
+        value = np.where(good, combined.value, 0.0)
+        variance = np.where(has_error, combined.error**2, 0.0)
+        # Sum each row's pixels into its x bins, then the rows into their y bins.
+        starts = self._x_edges[:-1]
+        row_bin = np.searchsorted(self._y_edges, np.arange(y0, y0 + rows), side="right") - 1
+        for target, per_pixel in (
+            (self._sum, value),
+            (self._variance_sum, variance),
+            (self._count, good),
+            (self._variance_count, has_error),
+        ):
+            per_row = np.add.reduceat(per_pixel, starts, axis=1)
+            np.add.at(target, row_bin, per_row)
+        self._rows_done[y0 : y0 + rows] = True
+
+    def result(self) -> StatsResult:
+        """Return the bins.
+
+        Returns
+        -------
+        result : `~lsst.skyframes.statistics.StatsResult`
+            ``(ny, nx)`` arrays: ``value`` (mean of the combined pixels, NaN
+            for a bin with none), ``error`` (its error) and ``count`` (the
+            combined pixels).
+
+        Raises
+        ------
+        lsst.skyframes.errors.NoDataError
+            Raised if some rows were never added.
+        """
+        if not self._rows_done.all():
+            missing = np.flatnonzero(~self._rows_done)
+            raise NoDataError(
+                f"PixelStackBins.result: {missing.size} rows (first {int(missing[0])}) were never added; "
+                "add every row of the images before taking the bins."
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(self._count > 0, self._sum / self._count, np.nan)
+            # Var(mean of n pixels) = mean per-pixel variance / n.
+            mean_variance = self._variance_sum / self._variance_count
+            error = np.where(self._variance_count > 0, np.sqrt(mean_variance / self._count), np.nan)
+        return StatsResult(value=value, error=error, count=self._count.copy())
