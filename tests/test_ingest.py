@@ -102,7 +102,7 @@ def test_visit_images_are_stored_per_visit(setup):
     )
     assert len(report.ingested) == 2 and not report.failed
     dataset_type = butler.get_dataset_type("preliminary_visit_image")
-    assert set(dataset_type.dimensions.required.names) == {"instrument", "visit", "detector"}
+    assert set(dataset_type.dimensions.required) == {"instrument", "visit", "detector"}
     refs = butler.query_datasets("preliminary_visit_image", collections="visits")
     assert {ref.dataId["visit"] for ref in refs} == {plans[0].exposure_id}
     regions = butler.query_dimension_records(
