@@ -95,6 +95,16 @@ class PixelStackBins:
         self._rows_done = np.zeros(int(self._y_edges[-1]), dtype=bool)
 
     @property
+    def x_edges(self) -> np.ndarray:
+        """Bin edges along x (columns)."""
+        return self._x_edges
+
+    @property
+    def y_edges(self) -> np.ndarray:
+        """Bin edges along y (rows)."""
+        return self._y_edges
+
+    @property
     def width(self) -> int:
         """Width of the images (pixels)."""
         return int(self._x_edges[-1])

@@ -20,7 +20,7 @@ __all__ = [
     "measurement_bin_sizes",
 ]
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -343,21 +343,13 @@ class SkyMeasurementTask(Task):
         backgrounds, stats_images, values, bad = _stacked_inputs(bgList, "averageBackgrounds")
         bbox = backgrounds[0].getImageBBox()
         grid = stats_images[0].bbox
-        combined = stack_statistics(values, bad, Property.MEANCLIP)
-        value = combined.value
-        missing = ~np.isfinite(value)
-        if missing.all():
-            raise NoDataError(
-                f"averageBackgrounds: none of the {len(bgList)} inputs has a finite bin; "
-                "check that the input exposures are not fully masked."
-            )
-        value[missing] = np.median(value[~missing])
-        result = MaskedImage(
-            Image(value.astype(np.float32), bbox=grid),
-            mask=_combined_mask(stats_images, bad, missing),
-            variance=Image((combined.error**2).astype(np.float32), bbox=grid),
+        return self._skyFrame(
+            stack_statistics(values, bad, Property.MEANCLIP),
+            bbox,
+            grid,
+            lambda missing: _combined_mask(stats_images, bad, missing),
+            f"averageBackgrounds: none of the {len(bgList)} inputs has a finite bin",
         )
-        return self.backgroundToExposure(result, bbox)
 
     @timeMethod
     def averageImages(
@@ -411,7 +403,7 @@ class SkyMeasurementTask(Task):
             require_same_bbox(bbox, pixels.bbox, f"averageImages input {index} against input 0")
         config = self.config.background
         if config.binSizeChoice == "fixed":
-            x_size, y_size = config.xBinSize, config.yBinSize
+            x_size, y_size = measurement_bin_sizes(config)
         else:
             if binSizeChoice is None:
                 binSizeChoice = self.chooseBinSize([self.measureBackground(image) for image in images])
@@ -419,32 +411,44 @@ class SkyMeasurementTask(Task):
         height, width = bbox.shape
         bins = PixelStackBins(measurement_bin_edges(width, x_size), measurement_bin_edges(height, y_size))
         masks = [None if mask is None else bad_pixel_mask(mask, list(config.mask)) for _, mask in planes]
+        # Plain images (cpSkyCombine's scratch copies, masked pixels NaN) need no flags at all.
+        unmasked = all(m is None for m in masks)
         rows = strip_rows(len(images), width, height, PIXEL_STACK_STRIP_BYTES)
         for y0 in range(0, height, rows):
             y1 = min(y0 + rows, height)
             values = np.stack([pixels.array[y0:y1] for pixels, _ in planes])
-            bad = np.stack([np.zeros((y1 - y0, width), bool) if m is None else m[y0:y1] for m in masks])
+            bad = None
+            if not unmasked:
+                bad = np.stack([np.zeros((y1 - y0, width), bool) if m is None else m[y0:y1] for m in masks])
             bins.add(y0, values, bad)
-        sky = self._skyFrame(bins.result(), bbox, f"averageImages: none of the {len(images)} inputs")
+        grid = Box.from_shape((len(bins.y_edges) - 1, len(bins.x_edges) - 1))
+        sky = self._skyFrame(
+            bins.result(),
+            bbox,
+            grid,
+            _no_data_mask,
+            f"averageImages: none of the {len(images)} inputs has a usable pixel",
+        )
         if config.binSizeChoice != "fixed":
             binSizeChoice.toMetadata(sky.metadata)
         return sky
 
-    def _skyFrame(self, combined: Any, bbox: Box, what: str) -> MaskedImage:
-        """A sky-frame exposure from per-bin values and errors; missing bins set to the median."""
+    def _skyFrame(
+        self, combined: Any, bbox: Box, grid: Box, mask_of: Callable[[np.ndarray], Mask], what: str
+    ) -> MaskedImage:
+        """A sky-frame exposure from per-bin values and errors over ``grid``.
+
+        Bins without a value are set to the median of the others (deliberately
+        not interpolated); ``mask_of(missing)`` makes the stats image's mask.
+        """
         value = np.array(combined.value, dtype=np.float64)
         missing = ~np.isfinite(value)
         if missing.all():
-            raise NoDataError(
-                f"{what} has a usable pixel; check that the input exposures are not fully masked."
-            )
+            raise NoDataError(f"{what}; check that the input exposures are not fully masked.")
         value[missing] = np.median(value[~missing])
-        grid = Box.from_shape(value.shape)
-        mask = Mask(0, schema=default_mask_schema(), bbox=grid)
-        mask.set("NO_DATA", missing)
         result = MaskedImage(
             Image(value.astype(np.float32), bbox=grid),
-            mask=mask,
+            mask=mask_of(missing),
             variance=Image((np.asarray(combined.error) ** 2).astype(np.float32), bbox=grid),
         )
         return self.backgroundToExposure(result, bbox)
@@ -685,6 +689,13 @@ def _stacked_inputs(
         if "BAD" in stats.mask.schema.names:
             layer |= stats.mask.get("BAD")
     return backgrounds, stats_images, values, bad
+
+
+def _no_data_mask(missing: np.ndarray) -> Mask:
+    """A bin mask with NO_DATA where nothing contributed (``missing``) and nothing else set."""
+    out = Mask(0, schema=default_mask_schema(), bbox=Box.from_shape(missing.shape))
+    out.set("NO_DATA", missing)
+    return out
 
 
 def _combined_mask(stats_images: Sequence[MaskedImage], bad: np.ndarray, missing: np.ndarray) -> Any:
