@@ -96,11 +96,17 @@ EDGE_SNR = 0.5
 # instrument's apply before it gave bgModel1 the build's large-scale bins (one detector).
 CROSS_VALIDATED = {"parameters": {"binSizeChoice": "crossValidated"}}
 PIXEL_LEVEL = {"cpSkyCombine": {"combineLevel": "pixel"}}
+FIXED_DETECTIONS = {"cpSkyCombine": {"combineLevel": "pixel", "sky.maxDetectedFraction": 0.5}}
 OPTIONS = {
     "defaults": {"build": {}, "apply": {}},
     "binSizeChoice=crossValidated": {"build": CROSS_VALIDATED, "apply": {}},
     "combineLevel=pixel": {"build": PIXEL_LEVEL, "apply": {}},
     "combineLevel=pixel, crossValidated": {"build": CROSS_VALIDATED | PIXEL_LEVEL, "apply": {}},
+    "pixel, maxDetectedFraction=0.5": {"build": FIXED_DETECTIONS, "apply": {}},
+    "pixel, maxDetectedFraction=0.5, crossValidated": {
+        "build": CROSS_VALIDATED | FIXED_DETECTIONS,
+        "apply": {},
+    },
     "bgModel1 two detectors": {
         "build": {},
         "apply": {"skyCorr": {"bgModel1.xSize": 2 * SIZE * PIXEL_MM, "bgModel1.ySize": 2 * SIZE * PIXEL_MM}},
@@ -333,7 +339,9 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
         CpSkyImageTask,
         CpSkyScaleMeasureTask,
         CpSkySubtractBackgroundTask,
+        normalise_residual,
     )
+    from lsst.skyframes.mask_planes import DETECTION_PLANES
 
     cam = camera()
     detector = cam[0]
@@ -346,18 +354,24 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
     combine_task = CpSkyCombineTask(config=configs["cpSkyCombine"])
     # combineLevel='pixel' combines the normalised images themselves (held here, as loaders).
     keep_images = configs["cpSkyCombine"].combineLevel == "pixel"
+    # As cpSkyCombine's loaders do: the original image with the object mask applied (detected
+    # pixels keeping their values with sky.maxDetectedFraction), then normalised.
+    keep = DETECTION_PLANES if configs["cpSkyCombine"].sky.maxDetectedFraction is not None else ()
     residuals, levels, images = [], [], []
     for plan in build_plans:
         exposure = make_exposure(truth, plan, noiseless=masking == "truth")
         if masking != "own":
             image_task.maskTask.footprint = exposure.footprint
+        original = exposure.image.image.copy() if keep_images else None
         masked = image_task.run(exposure.image, cam, detector)
         merged = scale_task.run([masked.maskedBkg])
         levels.append(float(merged.outputScale["scale"]))
         result = subtract_task.run(masked.maskedExp, merged.outputBkg, merged.outputScale, detector)
         residuals.append(result.outputBkg)
         if keep_images:
-            images.append(masked.maskedExp)
+            image = masked.objectMask.applyTo(original, keep)
+            normalise_residual(image, merged.outputBkg, float(merged.outputScale["scale"]), detector)
+            images.append(image)
     loaders = [lambda image=image: image for image in images] if keep_images else None
     sky = combine_task.run(
         residuals, exposureIds=[p.exposure_id for p in build_plans], residualImages=loaders

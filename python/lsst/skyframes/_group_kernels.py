@@ -29,6 +29,11 @@ from ._jit import njit
 from ._selection import _HIST_MAX_BINS, _order_statistics, _order_statistics_parallel
 from ._sums import _LANES, _clipped_mean_var, _clipped_mean_var_parallel
 
+MAD_TO_SIGMA = 1.482602218505602
+"""Ratio of the standard deviation of a Gaussian to its median absolute
+deviation; public as `lsst.skyframes.statistics.MAD_TO_SIGMA`.
+"""
+
 IQR_TO_SIGMA = 0.741301109252802
 """Ratio of the standard deviation of a Gaussian to its interquartile range
 (afw's ``IQ_TO_STDEV``); public as `lsst.skyframes.statistics.IQR_TO_SIGMA`.

@@ -100,6 +100,7 @@ from .connections import camera_connection
 from .errors import BoxMismatchError, CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
+from .mask_planes import DETECTION_PLANES
 from .masking import MaskObjectsTask
 from .object_mask import ObjectMask
 from .pca import SkyPcaTask
@@ -1004,6 +1005,14 @@ class CpSkyCombineConfig(PipelineTaskConfig, pipelineConnections=CpSkyCombineCon
     def validate(self) -> None:
         super().validate()
         refuse_scale_fit_fields(self.sky.value, "CpSkyCombineTask", "combines the residual backgrounds")
+        if self.sky.maxDetectedFraction is not None and self.combineLevel != "pixel":
+            raise FieldValidationError(
+                type(self).combineLevel,
+                self,
+                f"sky.maxDetectedFraction = {self.sky.maxDetectedFraction} needs the per-pixel stack of "
+                "combineLevel='pixel' (the bins of combineLevel='bin' no longer know which pixels were "
+                "detected); set combineLevel='pixel' or leave sky.maxDetectedFraction None.",
+            )
         if self.combineLevel == "pixel" and self.nComponents != 1:
             raise FieldValidationError(
                 type(self).combineLevel,
@@ -1134,6 +1143,10 @@ class CpSkyCombineTask(PipelineTask):
             ("cpSkyExpBackground", focal_plane),
         )
 
+        # With maxDetectedFraction the combination decides which detections to leave out, so the
+        # detected pixels keep their own values instead of masking's smooth replacement.
+        keep = DETECTION_PLANES if self.config.sky.maxDetectedFraction is not None else ()
+
         def loader(exposure: int) -> Callable[[], MaskedImage]:
             def load() -> MaskedImage:
                 scale = scales[exposure]
@@ -1151,7 +1164,7 @@ class CpSkyCombineTask(PipelineTask):
                             f"cpSkyCombine: combineLevel='pixel' needs the {name} of exposure {exposure}, "
                             f"detector {detector_id}, but the quantum has none."
                         )
-                masked = masks[exposure].get().applyTo(images[exposure].get(component="image"))
+                masked = masks[exposure].get().applyTo(images[exposure].get(component="image"), keep)
                 normalise_residual(masked, focal_plane[exposure], float(scale["scale"]), detector)
                 return masked
 
@@ -1347,18 +1360,24 @@ class CpSkyCombineTask(PipelineTask):
         The normalised images go one at a time into a float32 scratch file
         (masked pixels as NaN), which `SkyMeasurementTask.averageImages` reads
         in strips of rows; the bin size of ``'crossValidated'`` is chosen from
-        the inputs' residual backgrounds, as with ``combineLevel='bin'``.
+        the inputs' residual backgrounds, as with ``combineLevel='bin'``.  With
+        ``sky.maxDetectedFraction`` the detected pixels keep their values, and
+        their flags go into a second scratch file (one byte per pixel).
         """
         background = self.config.sky.background
         choice = self.sky.chooseBinSize(used) if background.binSizeChoice != "fixed" else None
         bbox = used[0][0][0].getImageBBox()
         height, width = bbox.shape
+        flag_detections = self.config.sky.maxDetectedFraction is not None
+        planes_bad = [p for p in background.mask if not (flag_detections and p in DETECTION_PLANES)]
+        planes_detected = [p for p in background.mask if p in DETECTION_PLANES]
+        shape = (len(loaders), height, width)
         with tempfile.TemporaryDirectory(prefix="skyframes-pixel-stack-") as scratch:
-            stack = np.memmap(
-                os.path.join(scratch, "stack.f32"),
-                dtype=np.float32,
-                mode="w+",
-                shape=(len(loaders), height, width),
+            stack = np.memmap(os.path.join(scratch, "stack.f32"), dtype=np.float32, mode="w+", shape=shape)
+            detected = (
+                np.memmap(os.path.join(scratch, "detected.u1"), dtype=np.bool_, mode="w+", shape=shape)
+                if flag_detections
+                else None
             )
             for index, load in enumerate(loaders):
                 pixels, mask = image_and_mask(load())
@@ -1370,10 +1389,13 @@ class CpSkyCombineTask(PipelineTask):
                 layer = stack[index]
                 layer[...] = pixels.array
                 if mask is not None:
-                    layer[bad_pixel_mask(mask, list(background.mask))] = np.nan
+                    layer[bad_pixel_mask(mask, planes_bad)] = np.nan
+                    if detected is not None and planes_detected:
+                        detected[index] = bad_pixel_mask(mask, planes_detected)
             layers = [Image(stack[index], bbox=bbox) for index in range(len(loaders))]
-            sky = self.sky.averageImages(layers, binSizeChoice=choice)
-            del layers, layer, stack
+            detections = None if detected is None else [detected[index] for index in range(len(loaders))]
+            sky = self.sky.averageImages(layers, binSizeChoice=choice, detections=detections)
+            del layers, layer, stack, detections, detected
         return sky
 
     def _checkInputs(

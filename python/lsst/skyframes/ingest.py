@@ -128,7 +128,7 @@ from .errors import (
 from .mask_planes import default_mask_schema, mask_from_afw_bits, mask_to_afw_bits
 from .persistence import read_fits_safely, write_hdus_atomically
 from .repo import check_camera, insert_exposure
-from .statistics import bad_pixel_mask
+from .statistics import MAD_TO_SIGMA, bad_pixel_mask
 
 _LOG = logging.getLogger(__name__)
 
@@ -150,8 +150,6 @@ NO_DATA_PLANES = ("BAD", "SAT", "NO_DATA")
 pixel outside them is refused (`UnusableImageError`).
 """
 
-# MAD -> standard deviation for Gaussian noise.
-_MAD_TO_SIGMA = 1.482602218505602
 # Fewest neighbouring-pixel differences from which the background noise is estimated.
 _MIN_NOISE_PAIRS = 100
 
@@ -431,7 +429,7 @@ def background_noise(pixels: np.ndarray, bad: np.ndarray) -> float:
     if differences.size < _MIN_NOISE_PAIRS:
         return math.nan
     deviation = np.median(np.abs(differences - np.median(differences)))
-    return float(_MAD_TO_SIGMA * deviation / math.sqrt(2.0))
+    return float(MAD_TO_SIGMA * deviation / math.sqrt(2.0))
 
 
 def estimate_variance(

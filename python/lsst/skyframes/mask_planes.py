@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AFW_MASK_PLANES",
+    "DETECTION_PLANES",
     "LEGACY_PLANE_ALIASES",
     "default_mask_schema",
     "mask_from_afw_bits",
@@ -27,6 +28,9 @@ AFW_MASK_PLANES: dict[str, str] = {
     "NO_DATA": "No data was available for this pixel.",
 }
 """Plane names and descriptions, in the bit order afw assigns by default."""
+
+DETECTION_PLANES: tuple[str, ...] = ("DETECTED", "DETECTED_NEGATIVE")
+"""The planes object detection sets (positive and negative footprints)."""
 
 LEGACY_PLANE_ALIASES: dict[str, str] = {
     "SAT": "SATURATED",

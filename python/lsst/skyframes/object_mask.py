@@ -30,6 +30,7 @@ from __future__ import annotations
 __all__ = ["OBJECT_MASK_SCHEMA_VERSION", "ObjectMask"]
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from lsst.images import Box, Image, Mask, MaskedImage, MaskPlane, MaskSchema
 from .errors import BoxMismatchError, ObjectMaskFileError
 from .images import image_and_mask
 from .persistence import origin_cards, read_fits_safely, write_hdus_atomically
+from .statistics import bad_pixel_mask
 
 OBJECT_MASK_SCHEMA_VERSION = 1
 """Version of the file layout `ObjectMask.writeFits` writes and `ObjectMask.readFits` reads."""
@@ -144,7 +146,7 @@ class ObjectMask:
         """The replaced pixels' values, row-major (float32 `numpy.ndarray`)."""
         return self._values
 
-    def applyTo(self, image: Image) -> MaskedImage:
+    def applyTo(self, image: Image, keepPlanes: Sequence[str] = ()) -> MaskedImage:
         """Turn the image as it was before masking into the masked image.
 
         Parameters
@@ -152,6 +154,10 @@ class ObjectMask:
         image : `lsst.images.Image`
             The image plane before masking (e.g. the ``image`` component of
             ``post_isr_image``); its replaced pixels are overwritten in place.
+        keepPlanes : sequence of `str`, optional
+            Replaced pixels flagged in any of these mask planes keep the
+            image's own values (e.g. the detection planes, for a combination
+            that decides for itself which detections to leave out).
 
         Returns
         -------
@@ -169,7 +175,12 @@ class ObjectMask:
                 f"ObjectMask.applyTo: the image covers {image.bbox} but the object mask {self.bbox}; "
                 "apply an object mask to the image it was made from (same exposure and detector)."
             )
-        image.array[self._replaced] = self._values
+        replaced, values = self._replaced, self._values
+        if keepPlanes:
+            kept = bad_pixel_mask(self._mask, list(keepPlanes))
+            values = values[~kept[replaced]]
+            replaced = replaced & ~kept
+        image.array[replaced] = values
         return MaskedImage(image, mask=self._mask)
 
     def writeFits(self, path: str | os.PathLike[str]) -> None:

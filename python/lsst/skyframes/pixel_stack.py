@@ -21,18 +21,93 @@ mean across the stack, ignoring each input's masked pixels), and each bin is
 then the plain mean of the combined pixels.  A pixel masked in one input is
 filled by the others (the objects move between dithered exposures, the
 response does not), and no pixel of the response is clipped against its
-neighbours.  `PixelStackBins` accumulates the bins over strips of rows, so a
+neighbours.
+
+Object detection on a single exposure also finds compact features of the
+response itself (dust spots, hot columns, channel edges), and finds them in
+every exposure; such a pixel is masked in every input, and its bin's mean
+leaves out exactly the structure the sky frame should hold.  With
+``max_detected_fraction``, a pixel detected in more than that fraction of the
+inputs that hold it is taken to be the detector's own structure: its
+detection flags are ignored, and the clipped mean across the stack (which
+starts from the median and the interquartile range) rejects the few inputs in
+which an object really falls on it (first against the stack's median and its
+absolute deviation, which hold up however crowded the field, see
+`ignore_fixed_detections`).  `PixelStackBins` accumulates the bins over strips of rows, so a
 detector's stack need never be in memory at once.
 """
 
 from __future__ import annotations
 
-__all__ = ("PixelStackBins", "strip_rows")
+__all__ = ("PixelStackBins", "ignore_fixed_detections", "strip_rows")
 
 import numpy as np
 
 from .errors import BoxMismatchError, NoDataError
-from .statistics import Property, StatsResult, stack_statistics
+from .statistics import MAD_TO_SIGMA, Property, StatsResult, stack_statistics
+
+
+def ignore_fixed_detections(
+    values: np.ndarray,
+    bad: np.ndarray | None,
+    detected: np.ndarray,
+    max_fraction: float | None,
+    clip: float = 3.0,
+) -> np.ndarray:
+    """Return the pixels to leave out of a stack, given its detection flags apart.
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        ``(n_inputs, ...)``: the stack; non-finite values are not held.
+    bad : `numpy.ndarray` or `None`
+        Boolean, as ``values``: pixels masked for reasons other than
+        detection (never used).
+    detected : `numpy.ndarray`
+        Boolean, as ``values``: pixels flagged by object detection.
+    max_fraction : `float` or `None`
+        A pixel detected in more than this fraction of the inputs that hold
+        it (finite and not ``bad``) is taken to be the detector's own
+        structure; `None` leaves every detected pixel out.
+    clip : `float`, optional
+        At such a pixel, the inputs whose value lies further than ``clip``
+        sigma from the median of the held values are left out, the sigma
+        being the median absolute deviation times
+        `~lsst.skyframes.statistics.MAD_TO_SIGMA`.
+
+    Returns
+    -------
+    leave_out : `numpy.ndarray`
+        Boolean, as ``values``.
+
+    Notes
+    -----
+    At a pixel of the detector's own structure the detection flags say
+    nothing about which inputs hold an object, so the values must.  The
+    clipped mean across the stack starts from the interquartile range, which
+    breaks down once more than a quarter of the inputs hold an object on the
+    pixel (a crowded field puts a star on a given pixel in 5 of 20 exposures
+    often enough); the median absolute deviation holds up to half.
+    """
+    if max_fraction is None:
+        return detected if bad is None else bad | detected
+    held = np.isfinite(values)
+    if bad is not None:
+        held &= ~bad
+    n_held = held.sum(axis=0)
+    n_detected = (detected & held).sum(axis=0)
+    fixed = n_detected > max_fraction * n_held
+    leave_out = detected & ~fixed
+    if bad is not None:
+        leave_out |= bad
+    if fixed.any():
+        at_fixed = np.where(held[:, fixed], values[:, fixed], np.nan)
+        with np.errstate(invalid="ignore"):
+            median = np.nanmedian(at_fixed, axis=0)
+            deviation = np.abs(at_fixed - median)
+            sigma = MAD_TO_SIGMA * np.nanmedian(deviation, axis=0)
+            leave_out[:, fixed] |= deviation > clip * sigma
+    return leave_out
 
 
 def strip_rows(n_inputs: int, width: int, height: int, max_bytes: int) -> int:
@@ -43,8 +118,8 @@ def strip_rows(n_inputs: int, width: int, height: int, max_bytes: int) -> int:
     n_inputs, width, height : `int`
         The stack: inputs, and each image's width and height (pixels).
     max_bytes : `int`
-        Memory a strip may take: 5 bytes per input pixel (float32 values and
-        the bad-pixel flags), plus 64 bytes per row pixel for the per-pixel
+        Memory a strip may take: 6 bytes per input pixel (float32 values,
+        the bad-pixel and the detection flags), plus 64 bytes per row pixel for the per-pixel
         results.
 
     Returns
@@ -52,7 +127,7 @@ def strip_rows(n_inputs: int, width: int, height: int, max_bytes: int) -> int:
     rows : `int`
         Between 1 and ``height``.
     """
-    per_row = width * (5 * max(n_inputs, 1) + 64)
+    per_row = width * (6 * max(n_inputs, 1) + 64)
     return int(min(max(max_bytes // per_row, 1), height))
 
 
@@ -69,6 +144,16 @@ class PixelStackBins:
         Clipping threshold (sigma) of the per-pixel clipped mean.
     n_iter : `int`, optional
         Clipping passes of the per-pixel clipped mean.
+    max_detected_fraction : `float`, optional
+        With detection flags given to `add`: a pixel detected in more than
+        this fraction (0 < f < 1) of the inputs that hold it keeps the values
+        of all of them (see the module's docstring).  `None` (the default)
+        leaves every detected pixel out.
+
+    Raises
+    ------
+    ValueError
+        Raised if ``max_detected_fraction`` is not in (0, 1).
 
     Notes
     -----
@@ -82,7 +167,21 @@ class PixelStackBins:
     is a sum over pixels, strips need not follow bin edges.
     """
 
-    def __init__(self, x_edges: np.ndarray, y_edges: np.ndarray, clip: float = 3.0, n_iter: int = 3) -> None:
+    def __init__(
+        self,
+        x_edges: np.ndarray,
+        y_edges: np.ndarray,
+        clip: float = 3.0,
+        n_iter: int = 3,
+        max_detected_fraction: float | None = None,
+    ) -> None:
+        if max_detected_fraction is not None and not 0.0 < max_detected_fraction < 1.0:
+            raise ValueError(
+                f"PixelStackBins: max_detected_fraction = {max_detected_fraction} is not in (0, 1); give the "
+                "fraction of the inputs above which a detected pixel is taken as the detector's own "
+                "structure (e.g. 0.5), or None to leave every detected pixel out."
+            )
+        self._max_detected_fraction = max_detected_fraction
         self._x_edges = np.asarray(x_edges, dtype=np.int64)
         self._y_edges = np.asarray(y_edges, dtype=np.int64)
         self._clip = clip
@@ -114,7 +213,9 @@ class PixelStackBins:
         """Height of the images (pixels)."""
         return int(self._y_edges[-1])
 
-    def add(self, y0: int, values: np.ndarray, bad: np.ndarray | None) -> None:
+    def add(
+        self, y0: int, values: np.ndarray, bad: np.ndarray | None, detected: np.ndarray | None = None
+    ) -> None:
         """Combine one strip of rows of every input and add it to the bins.
 
         Parameters
@@ -126,6 +227,10 @@ class PixelStackBins:
         bad : `numpy.ndarray` or `None`
             Boolean, as ``values``: pixels to leave out (masked); non-finite
             values are always left out.
+        detected : `numpy.ndarray`, optional
+            Boolean, as ``values``: pixels flagged by object detection, left
+            out as ``bad`` is unless ``max_detected_fraction`` takes them for
+            the detector's own structure.
 
         Raises
         ------
@@ -149,6 +254,14 @@ class PixelStackBins:
                 f"PixelStackBins.add: rows {y0}-{y0 + rows - 1} overlap rows already added; add each row "
                 "once."
             )
+        if detected is not None:
+            detected = np.asarray(detected, dtype=bool)
+            if detected.shape != values.shape:
+                raise BoxMismatchError(
+                    f"PixelStackBins.add: the detection flags have shape {detected.shape}, but the strip "
+                    f"{values.shape}; give one flag per value."
+                )
+            bad = ignore_fixed_detections(values, bad, detected, self._max_detected_fraction, self._clip)
         combined = stack_statistics(values, bad, Property.MEANCLIP, self._clip, self._n_iter)
         good = np.isfinite(combined.value)
         has_error = good & np.isfinite(combined.error)

@@ -42,7 +42,7 @@ from .bin_size import BinSizeChoice, choose_bin_size, measurement_bin_edges, reb
 from .errors import BoxMismatchError, MissingMetadataError, NoDataError
 from .images import image_and_mask, require_same_bbox
 from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
-from .mask_planes import default_mask_schema
+from .mask_planes import DETECTION_PLANES, default_mask_schema
 from .pixel_stack import PixelStackBins, strip_rows
 from .statistics import (
     Property,
@@ -150,6 +150,20 @@ class SkyMeasurementConfig(Config):
     xNumSamples = RangeField[int](doc="Sample boxes along x per detector, for scaling.", default=4, min=1)
     yNumSamples = RangeField[int](doc="Sample boxes along y per detector, for scaling.", default=4, min=1)
     stats = ConfigField[SkyStatsConfig](doc="Statistics of the sample boxes.", dtype=SkyStatsConfig)
+    maxDetectedFraction = RangeField[float](
+        doc="averageImages only (cpSkyCombine combineLevel='pixel'): a pixel flagged DETECTED or "
+        "DETECTED_NEGATIVE in more than this fraction of the inputs that hold it is taken to be the "
+        "detector's own structure (a dust spot, a hot column, a channel edge: detection finds it in every "
+        "exposure, while objects move between dithered exposures), so its detection flags are ignored and "
+        "the clipped mean across the inputs rejects the inputs in which an object falls on it. None (the "
+        "default, the reference's behaviour) leaves every detected pixel out.",
+        default=None,
+        optional=True,
+        min=0.0,
+        max=1.0,
+        inclusiveMin=False,
+        inclusiveMax=False,
+    )
 
 
 def measurement_bin_sizes(config: BackgroundConfig) -> tuple[int, int]:
@@ -353,7 +367,10 @@ class SkyMeasurementTask(Task):
 
     @timeMethod
     def averageImages(
-        self, images: Sequence[MaskedImage], binSizeChoice: BinSizeChoice | None = None
+        self,
+        images: Sequence[MaskedImage],
+        binSizeChoice: BinSizeChoice | None = None,
+        detections: Sequence[np.ndarray | None] | None = None,
     ) -> MaskedImage:
         """Combine normalised residual images pixel by pixel into a sky frame.
 
@@ -377,6 +394,15 @@ class SkyMeasurementTask(Task):
             With ``background.binSizeChoice='crossValidated'``, a choice
             already made (`chooseBinSize`); otherwise it is made here from
             `measureBackground` of each input.  Ignored with ``'fixed'``.
+        detections : sequence of `numpy.ndarray` or `None`, optional
+            For images that hold their detection flags apart (plain
+            `lsst.images.Image` inputs): one boolean array per image, of its
+            shape, True where object detection flagged the pixel (or `None`
+            for an image without detections).  By default the flags are the
+            ``DETECTED`` / ``DETECTED_NEGATIVE`` planes of the images' masks
+            named in ``background.mask``.  They are left out as the other
+            masked pixels are, unless ``maxDetectedFraction`` takes a pixel
+            for the detector's own structure.
 
         Returns
         -------
@@ -393,7 +419,8 @@ class SkyMeasurementTask(Task):
             Raised for no input or if no pixel of any input is usable; with
             ``'crossValidated'``, also for a single input.
         lsst.skyframes.errors.BoxMismatchError
-            Raised if the inputs' boxes differ.
+            Raised if the inputs' boxes differ, or ``detections`` does not
+            match them.
         """
         if len(images) == 0:
             raise NoDataError("averageImages needs at least one image; got none.")
@@ -409,18 +436,42 @@ class SkyMeasurementTask(Task):
                 binSizeChoice = self.chooseBinSize([self.measureBackground(image) for image in images])
             x_size = y_size = binSizeChoice.binSize
         height, width = bbox.shape
-        bins = PixelStackBins(measurement_bin_edges(width, x_size), measurement_bin_edges(height, y_size))
-        masks = [None if mask is None else bad_pixel_mask(mask, list(config.mask)) for _, mask in planes]
+        bins = PixelStackBins(
+            measurement_bin_edges(width, x_size),
+            measurement_bin_edges(height, y_size),
+            max_detected_fraction=self.config.maxDetectedFraction,
+        )
+        # Detection flags are kept apart from the other bad planes, for maxDetectedFraction.
+        planes_bad = [name for name in config.mask if name not in DETECTION_PLANES]
+        planes_detected = [name for name in config.mask if name in DETECTION_PLANES]
+        masks = [None if mask is None else bad_pixel_mask(mask, planes_bad) for _, mask in planes]
+        if detections is None:
+            detections = [
+                None if mask is None or not planes_detected else bad_pixel_mask(mask, planes_detected)
+                for _, mask in planes
+            ]
+        elif len(detections) != len(images):
+            raise BoxMismatchError(
+                f"averageImages: {len(detections)} detection arrays for {len(images)} images; give one per "
+                "image."
+            )
+        else:
+            for index, flags in enumerate(detections):
+                if np.shape(flags) != bbox.shape:
+                    raise BoxMismatchError(
+                        f"averageImages: detection array {index} has shape {np.shape(flags)}, but the images "
+                        f"{bbox.shape}; give one flag per pixel."
+                    )
         # Plain images (cpSkyCombine's scratch copies, masked pixels NaN) need no flags at all.
         unmasked = all(m is None for m in masks)
+        undetected = all(d is None for d in detections)
         rows = strip_rows(len(images), width, height, PIXEL_STACK_STRIP_BYTES)
         for y0 in range(0, height, rows):
             y1 = min(y0 + rows, height)
             values = np.stack([pixels.array[y0:y1] for pixels, _ in planes])
-            bad = None
-            if not unmasked:
-                bad = np.stack([np.zeros((y1 - y0, width), bool) if m is None else m[y0:y1] for m in masks])
-            bins.add(y0, values, bad)
+            bad = None if unmasked else _stacked_strip(masks, y0, y1, width)
+            detected = None if undetected else _stacked_strip(detections, y0, y1, width)
+            bins.add(y0, values, bad, detected)
         grid = Box.from_shape((len(bins.y_edges) - 1, len(bins.x_edges) - 1))
         sky = self._skyFrame(
             bins.result(),
@@ -689,6 +740,13 @@ def _stacked_inputs(
         if "BAD" in stats.mask.schema.names:
             layer |= stats.mask.get("BAD")
     return backgrounds, stats_images, values, bad
+
+
+def _stacked_strip(flags: Sequence[np.ndarray | None], y0: int, y1: int, width: int) -> np.ndarray:
+    """Rows ``y0:y1`` of per-image boolean flags, stacked (an image without flags: none set)."""
+    return np.stack(
+        [np.zeros((y1 - y0, width), bool) if f is None else np.asarray(f[y0:y1], bool) for f in flags]
+    )
 
 
 def _no_data_mask(missing: np.ndarray) -> Mask:

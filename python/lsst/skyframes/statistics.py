@@ -56,6 +56,7 @@ from __future__ import annotations
 
 __all__ = [
     "IQR_TO_SIGMA",
+    "MAD_TO_SIGMA",
     "Property",
     "StatisticsControl",
     "StatsResult",
@@ -91,7 +92,7 @@ from ._binned_kernels import (
     _labelled_kernel,
     _schedule,
 )
-from ._group_kernels import _MEAN, _MEANCLIP, _MEDIAN, IQR_TO_SIGMA, _reduce_parallel
+from ._group_kernels import _MEAN, _MEANCLIP, _MEDIAN, IQR_TO_SIGMA, MAD_TO_SIGMA, _reduce_parallel
 from ._jit import njit
 from ._stack_kernels import _NETWORK_MAX_DEPTH, _sorting_network, _stack_kernel, _stack_network_kernel
 from .errors import BoxMismatchError, NoDataError, UnsupportedStyleError
