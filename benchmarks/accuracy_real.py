@@ -96,14 +96,14 @@ EDGE_SNR = 0.5
 # instrument's apply before it gave bgModel1 the build's large-scale bins (one detector).
 CROSS_VALIDATED = {"parameters": {"binSizeChoice": "crossValidated"}}
 PIXEL_LEVEL = {"cpSkyCombine": {"combineLevel": "pixel"}}
-FIXED_DETECTIONS = {"cpSkyCombine": {"combineLevel": "pixel", "sky.maxDetectedFraction": 0.5}}
+FIXED_DETECTIONS = {"cpSkyCombine": {"combineLevel": "pixel", "sky.maxDetectedFraction": 0.9}}
 OPTIONS = {
     "defaults": {"build": {}, "apply": {}},
     "binSizeChoice=crossValidated": {"build": CROSS_VALIDATED, "apply": {}},
     "combineLevel=pixel": {"build": PIXEL_LEVEL, "apply": {}},
     "combineLevel=pixel, crossValidated": {"build": CROSS_VALIDATED | PIXEL_LEVEL, "apply": {}},
-    "pixel, maxDetectedFraction=0.5": {"build": FIXED_DETECTIONS, "apply": {}},
-    "pixel, maxDetectedFraction=0.5, crossValidated": {
+    "pixel, maxDetectedFraction=0.9": {"build": FIXED_DETECTIONS, "apply": {}},
+    "pixel, maxDetectedFraction=0.9, crossValidated": {
         "build": CROSS_VALIDATED | FIXED_DETECTIONS,
         "apply": {},
     },

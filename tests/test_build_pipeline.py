@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "BuildSkyFrame.yaml"
 SEED = 11
 PIXEL_RUN = "skybuild-pixel"
+# The same with sky.maxDetectedFraction: detected pixels keep their values in cpSkyCombine's stack.
+FRACTION_RUN = "skybuild-pixel-fraction"
 
 
 def _bin(name: str) -> str:
@@ -79,10 +81,14 @@ def built(tmp_path_factory):
     pixel += ["--instrument", "lsst.skyframes.instrument.SkyFramesInstrument"]
     result = subprocess.run(pixel, capture_output=True, text=True, env=env)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
+    fraction = [*pixel[: pixel.index(PIXEL_RUN)], FRACTION_RUN, *pixel[pixel.index(PIXEL_RUN) + 1 :]]
+    fraction += ["-c", "cpSkyCombine:sky.maxDetectedFraction=0.9"]
+    result = subprocess.run(fraction, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
     return camera, root, plans, (started, finished)
 
 
-@pytest.mark.parametrize("combine_level", ["bin", "pixel"])
+@pytest.mark.parametrize("combine_level", ["bin", "pixel", "pixel, maxDetectedFraction"])
 def test_sky_frames_match_truth_within_noise(built, combine_level):
     camera, root, plans, _ = built
     butler = Butler.from_config(root)
@@ -106,7 +112,7 @@ def test_sky_frames_match_truth_within_noise(built, combine_level):
                 instrument=camera.instrument,
                 physical_filter=plans[0].physical_filter,
                 detector=detector.id,
-                collections=PIXEL_RUN,
+                collections=PIXEL_RUN if combine_level == "pixel" else FRACTION_RUN,
             )
         assert sky.metadata["OBSTYPE"] == "SKY"
         assert sky.metadata["SKY_NINPUTS"] == len(plans)

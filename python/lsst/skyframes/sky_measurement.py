@@ -155,8 +155,10 @@ class SkyMeasurementConfig(Config):
         "DETECTED_NEGATIVE in more than this fraction of the inputs that hold it is taken to be the "
         "detector's own structure (a dust spot, a hot column, a channel edge: detection finds it in every "
         "exposure, while objects move between dithered exposures), so its detection flags are ignored and "
-        "the clipped mean across the inputs rejects the inputs in which an object falls on it. None (the "
-        "default, the reference's behaviour) leaves every detected pixel out.",
+        "the clipped mean across the inputs rejects the inputs in which an object falls on it. Choose it "
+        "well above the fraction of the inputs that objects cover a pixel in by chance (0.9 is safe for 10 "
+        "or more dithered exposures that each detect up to 30 % of the pixels). None (the default, the "
+        "reference's behaviour) leaves every detected pixel out.",
         default=None,
         optional=True,
         min=0.0,
