@@ -19,7 +19,7 @@ from lsst.images import Box, Image, Mask, MaskedImage
 from lsst.pex.config import FieldValidationError
 
 from lsst.skyframes import SkyMeasurementTask
-from lsst.skyframes.build import CpSkyCombineConfig, CpSkyCombineTask
+from lsst.skyframes.build import CpSkyCombineConfig, CpSkyCombineTask, CpSkySubtractBackgroundConfig
 from lsst.skyframes.errors import BoxMismatchError
 from lsst.skyframes.mask_planes import default_mask_schema
 from lsst.skyframes.object_mask import ObjectMask
@@ -134,6 +134,11 @@ def test_fraction_is_validated():
         config.validate()
     config.combineLevel = "pixel"
     config.validate()
+    # cpSkySubtractBackground bins each exposure alone: the field would be silently ignored there.
+    subtract = CpSkySubtractBackgroundConfig()
+    subtract.sky.maxDetectedFraction = 0.9
+    with pytest.raises(FieldValidationError, match="cpSkyCombine:sky.maxDetectedFraction"):
+        subtract.validate()
 
 
 def test_object_mask_keeps_detected_values_on_request():

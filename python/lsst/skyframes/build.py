@@ -711,6 +711,14 @@ class CpSkySubtractBackgroundConfig(
     def validate(self) -> None:
         super().validate()
         refuse_scale_fit_fields(self.sky.value, "CpSkySubtractBackgroundTask", "bins the residual")
+        refuse_unused_fields(
+            self.sky.value,
+            ("maxDetectedFraction",),
+            "sky.",
+            "CpSkySubtractBackgroundTask",
+            "it bins each exposure's residual alone; the detections are weighed across the exposures by "
+            "cpSkyCombine (cpSkyCombine:sky.maxDetectedFraction, with combineLevel='pixel').",
+        )
 
 
 class CpSkySubtractBackgroundTask(PipelineTask):
