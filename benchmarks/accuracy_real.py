@@ -114,6 +114,16 @@ OPTIONS = {
         "build": CROSS_VALIDATED | FIXED_DETECTIONS,
         "apply": NO_SCALE_REJECTION,
     },
+    "stack-detected masks, pixel, maxDetectedFraction=0.9, crossValidated, no scale rejection": {
+        "build": CROSS_VALIDATED | FIXED_DETECTIONS,
+        "apply": NO_SCALE_REJECTION,
+        "masks": "stack",
+    },
+    "stack-detected masks, pixel, maxDetectedFraction=0.9, crossValidated": {
+        "build": CROSS_VALIDATED | FIXED_DETECTIONS,
+        "apply": {},
+        "masks": "stack",
+    },
     "bgModel1 two detectors": {
         "build": {},
         "apply": {"skyCorr": {"bgModel1.xSize": 2 * SIZE * PIXEL_MM, "bgModel1.ySize": 2 * SIZE * PIXEL_MM}},
@@ -334,13 +344,32 @@ def _footprint_mask_task():
     return FootprintMaskTask
 
 
+def stack_masks(truth: Truth, build_plans: list[Plan]) -> dict[int, np.ndarray]:
+    """Masks from detection on the build exposures stacked on the sky (`lsst.skyframes.stack_detection`).
+
+    The dither offsets are the plans' (a pipeline would take them from the exposures' sky
+    projections); each exposure's sky level is the median of its good pixels.
+    """
+    from lsst.skyframes.stack_detection import response_residuals, stack_detections
+
+    images = [make_exposure(truth, plan).image.image.array.astype(np.float64) for plan in build_plans]
+    levels = [float(np.median(image[truth.good])) for image in images]
+    residuals = response_residuals(images, levels, [~truth.good] * len(images))
+    masks = stack_detections(
+        residuals, [np.clip(image, 0.0, None) for image in images], [p.offset for p in build_plans]
+    )
+    return {plan.exposure_id: mask & truth.good for plan, mask in zip(build_plans, masks, strict=True)}
+
+
 def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) -> tuple[object, list[float]]:
     """Run the build chain on the exposures; return the sky frame and each input's sky level.
 
     ``masking``: "own" (cpSkyImage's MaskObjectsTask), "perfect" (the true footprints, replaced
-    as MaskObjectsTask replaces a detection) or "truth" (noiseless exposures without stars,
-    nothing detected: only the BAD pixels are replaced).
+    as MaskObjectsTask replaces a detection), "stack" (`stack_masks`, replaced the same way) or
+    "truth" (noiseless exposures without stars, nothing detected: only the BAD pixels are
+    replaced).
     """
+    stacked = stack_masks(truth, build_plans) if masking == "stack" else None
     from lsst.skyframes.build import (
         CpSkyCombineTask,
         CpSkyImageTask,
@@ -368,7 +397,9 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
     for plan in build_plans:
         exposure = make_exposure(truth, plan, noiseless=masking == "truth")
         if masking != "own":
-            image_task.maskTask.footprint = exposure.footprint
+            image_task.maskTask.footprint = (
+                exposure.footprint if stacked is None else stacked[plan.exposure_id]
+            )
         original = exposure.image.image.copy() if keep_images else None
         masked = image_task.run(exposure.image, cam, detector)
         merged = scale_task.run([masked.maskedBkg])
@@ -502,10 +533,13 @@ def run_option(truth: Truth, name: str, overrides: dict, n_build: int) -> dict[s
     build_plans, science_plans = plans(n_build)
     row: dict[str, object] = {"option": name, "overrides": overrides}
     truths: dict[int, dict[str, object]] = {}
+    # An option with "masks": "stack" builds with stack-detected masks where others use their own.
+    first = overrides.get("masks", "own")
+    row["masking"] = {"own": "own masking", "stack": "stack-detected masks"}[first]
     for masking in ("own", "perfect"):
         start = time.perf_counter()
         configs = pipeline_configs(BUILD, cam, overrides["build"]) | apply_configs
-        sky, levels = build(truth, build_plans, configs, masking)
+        sky, levels = build(truth, build_plans, configs, first if masking == "own" else masking)
         bin_size = frame_bins(sky)[1]
         if bin_size not in truths:
             true_configs = pipeline_configs(BUILD, cam, truth_overrides(bin_size)) | apply_configs
@@ -546,16 +580,17 @@ def table(rows: list[dict[str, object]]) -> str:
     lines = []
     for row in rows:
         own, perfect, limit = row["own"], row["perfect"], row["limit"]
+        label = row.get("masking", "own masking")
 
         def scale_range(figures):
             errors = [abs(e["scale_error"]) * 100 for e in figures["science"]]
             return f"{min(errors):.3f}-{max(errors):.3f} %"
 
         lines += [
-            f"### {row['option']} (own masking: {own['frame']['bin_size']}-px bins; "
+            f"### {row['option']} ({label}: {own['frame']['bin_size']}-px bins; "
             f"perfect masks: {perfect['frame']['bin_size']}-px bins)",
             "",
-            f"| | own masking | perfect masks | truth frame, {limit['bin_size']}-px bins |",
+            f"| | {label} | perfect masks | truth frame, {limit['bin_size']}-px bins |",
             "|---|---:|---:|---:|",
             f"| sky-frame RMS error / noise of an equal-weight mean | {own['frame']['ratio']:.1f} | "
             f"{perfect['frame']['ratio']:.1f} | - |",
