@@ -100,7 +100,7 @@ from .connections import camera_connection
 from .errors import BoxMismatchError, CameraError, ConfigMismatchError, MissingMetadataError, NoDataError
 from .focal_plane import FocalPlaneBackground, FocalPlaneBackgroundConfig
 from .images import image_and_mask
-from .mask_planes import DETECTION_PLANES
+from .mask_planes import DETECTION_PLANES, split_detection_planes
 from .masking import MaskObjectsTask
 from .object_mask import ObjectMask
 from .pca import SkyPcaTask
@@ -1377,8 +1377,9 @@ class CpSkyCombineTask(PipelineTask):
         bbox = used[0][0][0].getImageBBox()
         height, width = bbox.shape
         flag_detections = self.config.sky.maxDetectedFraction is not None
-        planes_bad = [p for p in background.mask if not (flag_detections and p in DETECTION_PLANES)]
-        planes_detected = [p for p in background.mask if p in DETECTION_PLANES]
+        planes_bad, planes_detected = (
+            split_detection_planes(background.mask) if flag_detections else (list(background.mask), [])
+        )
         shape = (len(loaders), height, width)
         with tempfile.TemporaryDirectory(prefix="skyframes-pixel-stack-") as scratch:
             stack = np.memmap(os.path.join(scratch, "stack.f32"), dtype=np.float32, mode="w+", shape=shape)
@@ -1398,7 +1399,7 @@ class CpSkyCombineTask(PipelineTask):
                 layer[...] = pixels.array
                 if mask is not None:
                     layer[bad_pixel_mask(mask, planes_bad)] = np.nan
-                    if detected is not None and planes_detected:
+                    if planes_detected:
                         detected[index] = bad_pixel_mask(mask, planes_detected)
             layers = [Image(stack[index], bbox=bbox) for index in range(len(loaders))]
             detections = None if detected is None else [detected[index] for index in range(len(loaders))]

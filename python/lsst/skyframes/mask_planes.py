@@ -9,7 +9,10 @@ __all__ = [
     "default_mask_schema",
     "mask_from_afw_bits",
     "mask_to_afw_bits",
+    "split_detection_planes",
 ]
+
+from collections.abc import Iterable
 
 import numpy as np
 from astropy.io import fits
@@ -31,6 +34,28 @@ AFW_MASK_PLANES: dict[str, str] = {
 
 DETECTION_PLANES: tuple[str, ...] = ("DETECTED", "DETECTED_NEGATIVE")
 """The planes object detection sets (positive and negative footprints)."""
+
+
+def split_detection_planes(planes: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split mask-plane names into the others and the detection planes (`DETECTION_PLANES`).
+
+    Parameters
+    ----------
+    planes : iterable of `str`
+        Plane names, e.g. a ``background.mask`` list.
+
+    Returns
+    -------
+    others, detection : `list` [`str`]
+        The names not in `DETECTION_PLANES`, and those in it, each in the
+        given order.
+    """
+    planes = list(planes)
+    return (
+        [name for name in planes if name not in DETECTION_PLANES],
+        [name for name in planes if name in DETECTION_PLANES],
+    )
+
 
 LEGACY_PLANE_ALIASES: dict[str, str] = {
     "SAT": "SATURATED",

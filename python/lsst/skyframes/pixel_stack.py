@@ -29,12 +29,13 @@ every exposure; such a pixel is masked in every input, and its bin's mean
 leaves out exactly the structure the sky frame should hold.  With
 ``max_detected_fraction``, a pixel detected in more than that fraction of the
 inputs that hold it is taken to be the detector's own structure: its
-detection flags are ignored, and the clipped mean across the stack (which
-starts from the median and the interquartile range) rejects the few inputs in
-which an object really falls on it (first against the stack's median and its
-absolute deviation, which hold up however crowded the field, see
-`ignore_fixed_detections`).  `PixelStackBins` accumulates the bins over strips of rows, so a
-detector's stack need never be in memory at once.
+detection flags are ignored, and the few inputs in which an object really
+falls on it are rejected by the values, first against the stack's median and
+its absolute deviation (see `ignore_fixed_detections`), then by the clipped
+mean across the stack.
+
+`PixelStackBins` accumulates the bins over strips of rows, so a detector's
+stack need never be in memory at once.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def strip_rows(n_inputs: int, width: int, height: int, max_bytes: int) -> int:
         The stack: inputs, and each image's width and height (pixels).
     max_bytes : `int`
         Memory a strip may take: 6 bytes per input pixel (float32 values,
-        the bad-pixel and the detection flags), plus 64 bytes per row pixel for the per-pixel
-        results.
+        the bad-pixel and the detection flags), plus 64 bytes per row pixel
+        for the per-pixel results.
 
     Returns
     -------

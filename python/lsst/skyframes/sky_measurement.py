@@ -42,7 +42,7 @@ from .bin_size import BinSizeChoice, choose_bin_size, measurement_bin_edges, reb
 from .errors import BoxMismatchError, MissingMetadataError, NoDataError
 from .images import image_and_mask, require_same_bbox
 from .interpolate import Interpolate, UndersampleStyle, stringToInterpStyle
-from .mask_planes import DETECTION_PLANES, default_mask_schema
+from .mask_planes import default_mask_schema, split_detection_planes
 from .pixel_stack import PixelStackBins, strip_rows
 from .statistics import (
     Property,
@@ -443,9 +443,12 @@ class SkyMeasurementTask(Task):
             measurement_bin_edges(height, y_size),
             max_detected_fraction=self.config.maxDetectedFraction,
         )
-        # Detection flags are kept apart from the other bad planes, for maxDetectedFraction.
-        planes_bad = [name for name in config.mask if name not in DETECTION_PLANES]
-        planes_detected = [name for name in config.mask if name in DETECTION_PLANES]
+        # Detection flags are kept apart from the other bad planes only where they are weighed
+        # (maxDetectedFraction) or given apart; otherwise every plane makes one flag, as before.
+        if self.config.maxDetectedFraction is None and detections is None:
+            planes_bad, planes_detected = list(config.mask), []
+        else:
+            planes_bad, planes_detected = split_detection_planes(config.mask)
         masks = [None if mask is None else bad_pixel_mask(mask, planes_bad) for _, mask in planes]
         if detections is None:
             detections = [
