@@ -100,6 +100,9 @@ FIXED_DETECTIONS = {"cpSkyCombine": {"combineLevel": "pixel", "sky.maxDetectedFr
 # solveScales' rejection (3 rounds at skyRej = 3 sigma of the residuals' IQR) switched off: on one
 # detector's 16 samples it rejects samples that carry the scale (see benchmarks/README.md).
 NO_SCALE_REJECTION = {"skyCorr": {"sky.skyRej": 1e30}}
+# cpSkyImage masks cpSkyStackDetect's detections on the stacked build exposures
+# (pipelines/BuildSkyFrameStackDetected.yaml; cpSkyStackDetect with its defaults).
+STACK_MASKS = {"cpSkyImage": {"doUseStackMask": True}}
 OPTIONS = {
     "defaults": {"build": {}, "apply": {}},
     "binSizeChoice=crossValidated": {"build": CROSS_VALIDATED, "apply": {}},
@@ -114,15 +117,13 @@ OPTIONS = {
         "build": CROSS_VALIDATED | FIXED_DETECTIONS,
         "apply": NO_SCALE_REJECTION,
     },
-    "stack-detected masks, pixel, maxDetectedFraction=0.9, crossValidated, no scale rejection": {
-        "build": CROSS_VALIDATED | FIXED_DETECTIONS,
+    "doUseStackMask, pixel, maxDetectedFraction=0.9, crossValidated, no scale rejection": {
+        "build": CROSS_VALIDATED | FIXED_DETECTIONS | STACK_MASKS,
         "apply": NO_SCALE_REJECTION,
-        "masks": "stack",
     },
-    "stack-detected masks, pixel, maxDetectedFraction=0.9, crossValidated": {
-        "build": CROSS_VALIDATED | FIXED_DETECTIONS,
+    "doUseStackMask, pixel, maxDetectedFraction=0.9, crossValidated": {
+        "build": CROSS_VALIDATED | FIXED_DETECTIONS | STACK_MASKS,
         "apply": {},
-        "masks": "stack",
     },
     "bgModel1 two detectors": {
         "build": {},
@@ -345,31 +346,33 @@ def _footprint_mask_task():
 
 
 def stack_masks(truth: Truth, build_plans: list[Plan]) -> dict[int, np.ndarray]:
-    """Masks from detection on the build exposures stacked on the sky (`lsst.skyframes.stack_detection`).
+    """cpSkyStackDetect's masks of the build exposures (its defaults; offsets measured, not given)."""
+    from lsst.skyframes.stack_detection import STACK_MASK_PLANE, CpSkyStackDetectTask
 
-    The dither offsets are the plans' (a pipeline would take them from the exposures' sky
-    projections); each exposure's sky level is the median of its good pixels.
-    """
-    from lsst.skyframes.stack_detection import response_residuals, stack_detections
-
-    images = [make_exposure(truth, plan).image.image.array.astype(np.float64) for plan in build_plans]
-    levels = [float(np.median(image[truth.good])) for image in images]
-    residuals = response_residuals(images, levels, [~truth.good] * len(images))
-    masks = stack_detections(
-        residuals, [np.clip(image, 0.0, None) for image in images], [p.offset for p in build_plans]
+    result = CpSkyStackDetectTask().run(
+        [make_exposure(truth, plan).image for plan in build_plans],
+        exposureIds=[plan.exposure_id for plan in build_plans],
     )
-    return {plan.exposure_id: mask & truth.good for plan, mask in zip(build_plans, masks, strict=True)}
+    true = np.array([plan.offset for plan in build_plans])
+    if [tuple(o) for o in true - true.min(axis=0)] != result.offsets:
+        print(f"  cpSkyStackDetect offsets {result.offsets} differ from the dithers {true.tolist()}")
+    return {
+        plan.exposure_id: mask.get(STACK_MASK_PLANE)
+        for plan, mask in zip(build_plans, result.outputMasks, strict=True)
+    }
 
 
 def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) -> tuple[object, list[float]]:
     """Run the build chain on the exposures; return the sky frame and each input's sky level.
 
-    ``masking``: "own" (cpSkyImage's MaskObjectsTask), "perfect" (the true footprints, replaced
-    as MaskObjectsTask replaces a detection), "stack" (`stack_masks`, replaced the same way) or
+    ``masking``: "own" (cpSkyImage's MaskObjectsTask, or with ``doUseStackMask`` cpSkyStackDetect's
+    masks, `stack_masks`), "perfect" (the true footprints, replaced as MaskObjectsTask replaces a
+    detection) or
     "truth" (noiseless exposures without stars, nothing detected: only the BAD pixels are
     replaced).
     """
-    stacked = stack_masks(truth, build_plans) if masking == "stack" else None
+    use_stack = configs["cpSkyImage"].doUseStackMask and masking == "own"
+    stacked = stack_masks(truth, build_plans) if use_stack else None
     from lsst.skyframes.build import (
         CpSkyCombineTask,
         CpSkyImageTask,
@@ -382,7 +385,9 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
     cam = camera()
     detector = cam[0]
     image_task = CpSkyImageTask(config=configs["cpSkyImage"])
-    if masking != "own":
+    # With doUseStackMask the given masks go in as cpSkyStackMask would (perfect masks too).
+    given_masks = configs["cpSkyImage"].doUseStackMask
+    if masking != "own" and not given_masks:
         # The pipeline's configs are frozen: swap in the footprint masker with the same config.
         image_task.maskTask = _footprint_mask_task()(config=image_task.maskTask.config)
     scale_task = CpSkyScaleMeasureTask(config=configs["cpSkyScaleMeasure"])
@@ -396,12 +401,13 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
     residuals, levels, images = [], [], []
     for plan in build_plans:
         exposure = make_exposure(truth, plan, noiseless=masking == "truth")
-        if masking != "own":
-            image_task.maskTask.footprint = (
-                exposure.footprint if stacked is None else stacked[plan.exposure_id]
-            )
+        stack_mask = None
+        if given_masks:
+            stack_mask = stacked[plan.exposure_id] if stacked is not None else exposure.footprint
+        elif masking != "own":
+            image_task.maskTask.footprint = exposure.footprint
         original = exposure.image.image.copy() if keep_images else None
-        masked = image_task.run(exposure.image, cam, detector)
+        masked = image_task.run(exposure.image, cam, detector, stackMask=stack_mask)
         merged = scale_task.run([masked.maskedBkg])
         levels.append(float(merged.outputScale["scale"]))
         result = subtract_task.run(masked.maskedExp, merged.outputBkg, merged.outputScale, detector)
@@ -533,13 +539,12 @@ def run_option(truth: Truth, name: str, overrides: dict, n_build: int) -> dict[s
     build_plans, science_plans = plans(n_build)
     row: dict[str, object] = {"option": name, "overrides": overrides}
     truths: dict[int, dict[str, object]] = {}
-    # An option with "masks": "stack" builds with stack-detected masks where others use their own.
-    first = overrides.get("masks", "own")
-    row["masking"] = {"own": "own masking", "stack": "stack-detected masks"}[first]
+    stacked = overrides["build"].get("cpSkyImage", {}).get("doUseStackMask", False)
+    row["masking"] = "own masking, stack-detected" if stacked else "own masking"
     for masking in ("own", "perfect"):
         start = time.perf_counter()
         configs = pipeline_configs(BUILD, cam, overrides["build"]) | apply_configs
-        sky, levels = build(truth, build_plans, configs, first if masking == "own" else masking)
+        sky, levels = build(truth, build_plans, configs, masking)
         bin_size = frame_bins(sky)[1]
         if bin_size not in truths:
             true_configs = pipeline_configs(BUILD, cam, truth_overrides(bin_size)) | apply_configs

@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 
 from lsst.skyframes.errors import BoxMismatchError, NoDataError
-from lsst.skyframes.stack_detection import response_residuals, stack_detections
+from lsst.skyframes.stack_detection import measure_offsets, response_residuals, stack_detections
 
 SIZE = 128
 FIELD = SIZE + 24  # dithers of up to 24 px, as a build's are small against a detector
@@ -28,14 +28,17 @@ SKY = 1000.0
 PSF = 1.5
 
 
-def _scene(seed: int = 4):
+def _scene(seed: int = 4, n_bright: int = 0):
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[:SIZE, :SIZE]
     response = 1.0 + 0.1 * x / SIZE - 0.2 * ((y - 40) ** 2 + (x - 90) ** 2 <= 16)
-    # A fixed field of point sources, peak 0.5 sigma of one exposure's noise.
+    # A fixed field of point sources, peak 0.5 sigma of one exposure's noise; n_bright more at
+    # 10 sigma, which the dithers can be measured from (the faint ones are too faint for that).
     field = np.zeros((FIELD, FIELD))
     positions = rng.integers(4, FIELD - 4, size=(40, 2))
     field[positions[:, 0], positions[:, 1]] = 2.0 * np.pi * PSF**2  # unit peak once smoothed
+    bright = rng.integers(4, FIELD - 4, size=(n_bright, 2))
+    field[bright[:, 0], bright[:, 1]] += 20.0 * 2.0 * np.pi * PSF**2
     field = ndimage.gaussian_filter(field, PSF) * 0.5 * np.sqrt(SKY)
     offsets = [tuple(int(v) for v in rng.integers(0, FIELD - SIZE, 2)) for _ in range(N)]
     images = []
@@ -108,3 +111,109 @@ def test_refusals():
     nothing = np.full((4, 4), np.nan)
     with pytest.raises(NoDataError, match="finite pixel"):
         stack_detections([nothing], [nothing], [(0, 0)])
+
+
+def _masked_images(images):
+    from lsst.images import Box, Image, Mask, MaskedImage
+
+    from lsst.skyframes.mask_planes import default_mask_schema
+
+    bbox = Box.from_shape((SIZE, SIZE))
+    return [
+        MaskedImage(
+            Image(image.astype(np.float32), bbox=bbox),
+            mask=Mask(0, schema=default_mask_schema(), bbox=bbox),
+            variance=Image(np.clip(image, 1.0, None).astype(np.float32), bbox=bbox),
+        )
+        for image in images
+    ]
+
+
+def test_offsets_are_measured_from_the_objects():
+    images, offsets, _, _ = _scene(seed=5, n_bright=10)
+    residuals = response_residuals(images, [SKY] * N)
+    measured, significances = measure_offsets(residuals, images, max_offset=32)
+    true = np.array(offsets)
+    assert measured == [tuple(o) for o in (true - true.min(axis=0)).tolist()]
+    assert min(significances[1:]) > 10
+    # Pure noise has no peak to find: nothing is placed but the first image.
+    rng = np.random.default_rng(1)
+    noise = [rng.standard_normal((SIZE, SIZE)) for _ in range(4)]
+    placed, _ = measure_offsets(noise, [np.ones((SIZE, SIZE))] * 4, max_offset=32)
+    assert placed[0] == (0, 0) and placed[1:] == [None] * 3
+
+
+def test_task_masks_the_stack_detections_with_measured_offsets():
+    from lsst.skyframes.stack_detection import STACK_MASK_PLANE, CpSkyStackDetectTask
+
+    images, offsets, field, _ = _scene(seed=6, n_bright=10)
+    result = CpSkyStackDetectTask().run(_masked_images(images), exposureIds=list(range(100, 100 + N)))
+    true = np.array(offsets)
+    assert result.offsets == [tuple(o) for o in (true - true.min(axis=0)).tolist()]
+    light = covered = 0.0
+    for mask, (y0, x0) in zip(result.outputMasks, offsets, strict=True):
+        stars = field[y0 : y0 + SIZE, x0 : x0 + SIZE]
+        covered += stars[mask.get(STACK_MASK_PLANE)].sum()
+        light += stars.sum()
+    # Near the grid's edges fewer exposures overlap, so the whole images fall short of the
+    # 75 % of light that test_stack_finds_faint_stars_and_not_the_response requires where all do.
+    assert covered > 0.6 * light
+
+
+def test_task_with_too_few_exposures_writes_empty_masks(caplog):
+    from lsst.skyframes.stack_detection import STACK_MASK_PLANE, CpSkyStackDetectTask
+
+    images, _, _, _ = _scene(seed=6)
+    with caplog.at_level("WARNING"):
+        result = CpSkyStackDetectTask().run(_masked_images(images[:2]))
+    assert "a stack needs 3" in caplog.text
+    assert not any(mask.get(STACK_MASK_PLANE).any() for mask in result.outputMasks)
+    with pytest.raises(NoDataError):
+        CpSkyStackDetectTask().run([])
+
+
+def test_mask_objects_uses_a_given_detection():
+    from lsst.skyframes.masking import MaskObjectsTask
+
+    images, _, _, _ = _scene(seed=7)
+    image = _masked_images(images[:1])[0]
+    image.mask.set("DETECTED", np.ones((SIZE, SIZE), bool))  # a detection the image came with
+    given = np.zeros((SIZE, SIZE), bool)
+    given[10:20, 30:40] = True
+    task = MaskObjectsTask()
+    task.config.clearDetected = False
+    before = image.image.array.copy()
+    result = task.run(image, ["BAD"], detections=given)
+    np.testing.assert_array_equal(result.detected, given)
+    np.testing.assert_array_equal(image.mask.get("DETECTED"), given)
+    changed = image.image.array != before
+    assert changed[given].all() and not changed[~given].any()
+    with pytest.raises(BoxMismatchError, match="shape"):
+        task.run(image, detections=given[:-1])
+
+
+def test_cpskyimage_takes_the_stack_mask_only_when_configured():
+    from lsst.skyframes.build import CpSkyImageConfig, CpSkyImageConnections, CpSkyImageTask
+    from lsst.skyframes.camera import make_synthetic_camera
+    from lsst.skyframes.errors import ConfigMismatchError
+
+    camera = make_synthetic_camera(1, 1, SIZE)
+    images, _, _, _ = _scene(seed=8)
+    config = CpSkyImageConfig()
+    assert "stackMask" not in CpSkyImageConnections(config=config).inputs
+    given = np.zeros((SIZE, SIZE), bool)
+    given[40:60, 40:60] = True
+    with pytest.raises(ConfigMismatchError, match="doUseStackMask"):
+        CpSkyImageTask(config=config).run(_masked_images(images[:1])[0], camera, camera[0], stackMask=given)
+    config.doUseStackMask = True
+    assert "stackMask" in CpSkyImageConnections(config=config).inputs
+    with pytest.raises(ConfigMismatchError, match="doUseStackMask"):
+        CpSkyImageTask(config=config).run(_masked_images(images[:1])[0], camera, camera[0])
+    config.maskTask.clearDetected = False  # as the instrument's overrides set it
+    image = _masked_images(images[:1])[0]
+    before = image.image.array.copy()
+    result = CpSkyImageTask(config=config).run(image, camera, camera[0], stackMask=given)
+    # The given detection, and nothing else, is what masking flagged and replaced.
+    np.testing.assert_array_equal(result.objectMask.mask.get("DETECTED"), given)
+    changed = image.image.array != before
+    assert changed[given].all() and not changed[~given].any()

@@ -112,6 +112,7 @@ from .sky_measurement import (
     measurement_bin_edges,
     measurement_bin_sizes,
 )
+from .stack_detection import STACK_MASK_PLANE
 from .statistics import bad_pixel_mask
 
 
@@ -235,11 +236,20 @@ class CpSkyImageConnections(
         storageClass="SkyFocalPlaneBackground",
         dimensions=("instrument", "exposure", "detector"),
     )
+    stackMask = cT.Input(
+        name="cpSkyStackMask",
+        doc="Detection on the build's exposures stacked on the sky (cpSkyStackDetect), used in place of "
+        "maskTask's own detection (doUseStackMask only).",
+        storageClass="MaskV2",
+        dimensions=("instrument", "exposure", "detector"),
+    )
 
     def __init__(self, *, config: CpSkyImageConfig | None = None) -> None:
         super().__init__(config=config)
         if config is None or not config.doWriteMaskedExp:
             del self.maskedExp
+        if config is None or not config.doUseStackMask:
+            del self.stackMask
 
 
 class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnections):
@@ -265,6 +275,14 @@ class CpSkyImageConfig(PipelineTaskConfig, pipelineConnections=CpSkyImageConnect
         "masks)? The build does not need it: cpSkySubtractBackground re-reads the input's image plane and "
         "applies cpSkyObjectMask. It costs a compressed copy of every input (about 4.5 bytes per pixel) "
         "and the time to write it (the README's dataset table).",
+        default=False,
+    )
+
+    doUseStackMask = Field[bool](
+        doc="Mask the objects cpSkyStackDetect found on the build's exposures stacked on the sky "
+        "(cpSkyStackMask) in place of maskTask's detection on this exposure alone? A skyframes option (the "
+        "reference detects on each exposure), for crowded fields, whose faint sources and wings a single "
+        "exposure's detection misses (pipelines/BuildSkyFrameStackDetected.yaml; the README's figures).",
         default=False,
     )
 
@@ -306,11 +324,13 @@ class CpSkyImageTask(PipelineTask):
         inputs = butlerQC.get(inputRefs)
         data_id = butlerQC.quantum.dataId
         detector = inputs["camera"][data_id["detector"]]
+        stack_mask = inputs.get("stackMask")
         outputs = self.run(
             inputExp=self._read(inputs["inputExp"]),
             camera=inputs["camera"],
             detector=detector,
             where=describe(data_id),
+            stackMask=None if stack_mask is None else stack_mask.get(STACK_MASK_PLANE),
         )
         butlerQC.put(outputs, outputRefs)
 
@@ -332,7 +352,13 @@ class CpSkyImageTask(PipelineTask):
         return MaskedImage(planes["image"], mask=planes["mask"])
 
     def run(
-        self, inputExp: MaskedImage, camera: Camera, detector: DetectorGeometry, *, where: str | None = None
+        self,
+        inputExp: MaskedImage,
+        camera: Camera,
+        detector: DetectorGeometry,
+        *,
+        where: str | None = None,
+        stackMask: np.ndarray | None = None,
     ) -> Struct:
         """Mask objects and measure this detector's focal-plane background.
 
@@ -347,6 +373,10 @@ class CpSkyImageTask(PipelineTask):
         where : `str`, optional
             What the image is (e.g. exposure, filter and detector), for the
             log; the detector's name if `None`.
+        stackMask : `numpy.ndarray`, optional
+            Boolean, of the image's shape: the detection to use in place of
+            maskTask's (the ``DETECTED`` plane of cpSkyStackMask); required
+            with ``doUseStackMask``, refused without.
 
         Returns
         -------
@@ -365,6 +395,12 @@ class CpSkyImageTask(PipelineTask):
         rejected input of this detector. If every detector of an exposure is
         like this, cpSkyScaleMeasure drops the exposure.
         """
+        if (stackMask is None) == self.config.doUseStackMask:
+            raise ConfigMismatchError(
+                f"CpSkyImageTask.run: doUseStackMask is {self.config.doUseStackMask} but stackMask was "
+                f"{'not ' if stackMask is None else ''}given; pass cpSkyStackDetect's mask exactly when "
+                "doUseStackMask is set."
+            )
         pixels, mask = image_and_mask(inputExp)
         before = pixels.array.copy()
         unusable = ~np.isfinite(pixels.array)
@@ -377,8 +413,10 @@ class CpSkyImageTask(PipelineTask):
                 where or f"Detector {detector.name}",
                 list(self.config.maskList),
             )
-        else:
+        elif stackMask is None:
             self.maskTask.run(inputExp, list(self.config.maskList))
+        else:
+            self.maskTask.run(inputExp, list(self.config.maskList), detections=stackMask)
         background = FocalPlaneBackground.fromCamera(self.config.largeScaleBackground, camera)
         background.addCcd(inputExp, detector)
         return Struct(

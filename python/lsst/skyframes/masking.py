@@ -55,6 +55,7 @@ from ._detection import (
     grow_manhattan,
     kernel_width,
 )
+from .errors import BoxMismatchError
 from .images import image_and_mask
 from .statistics import bad_pixel_mask
 
@@ -143,7 +144,13 @@ class MaskObjectsTask(Task):
         self.makeSubtask("subtractBackground")
 
     @timeMethod
-    def run(self, exposure: MaskedImage, maskPlanes: Iterable[str] | None = None) -> Struct:
+    def run(
+        self,
+        exposure: MaskedImage,
+        maskPlanes: Iterable[str] | None = None,
+        *,
+        detections: np.ndarray | None = None,
+    ) -> Struct:
         """Find objects and replace them, in place.
 
         Parameters
@@ -156,6 +163,11 @@ class MaskObjectsTask(Task):
             Planes whose pixels are replaced besides ``DETECTED`` (afw names;
             planes the image lacks are skipped, afw names fall back to their
             lsst.images spelling, e.g. SAT -> SATURATED).
+        detections : `numpy.ndarray`, optional
+            Boolean, of the image's shape: a detection to use in place of
+            `findObjects` (a skyframes option, e.g. cpSkyStackDetect's
+            detection on the stacked exposures); it is set as ``DETECTED``
+            and replaced as a detection found here would be.
 
         Returns
         -------
@@ -165,11 +177,45 @@ class MaskObjectsTask(Task):
             replacement (None without ``doInterpolate`` or when nothing was
             done); ``nDetected``: number of detected pixels.
         """
+        if detections is not None:
+            return self._useDetections(exposure, maskPlanes, detections)
         found = self.findObjects(exposure)
         if found.fullyMasked:
             return Struct(detected=found.detected, background=None, nDetected=0)
         removed = self.removeObjects(exposure, maskPlanes, detected=found.detected)
         return Struct(detected=found.detected, background=removed.background, nDetected=found.nDetected)
+
+    def _useDetections(
+        self, exposure: MaskedImage, maskPlanes: Iterable[str] | None, detections: np.ndarray
+    ) -> Struct:
+        """Replace a given detection as `run` replaces one it found."""
+        pixels, mask = image_and_mask(exposure)
+        if mask is None:
+            raise TypeError(
+                "MaskObjectsTask needs an image with a mask (lsst.images MaskedImage or VisitImage); "
+                f"got a plain {type(exposure).__name__}."
+            )
+        if np.shape(detections) != pixels.array.shape:
+            raise BoxMismatchError(
+                f"MaskObjectsTask.run: detections of shape {np.shape(detections)} for an image of shape "
+                f"{pixels.array.shape}; give a boolean array of the image's shape."
+            )
+        detected = np.asarray(detections, dtype=bool)
+        # As detection here would: the given detection replaces any the image came with.
+        planes = _MaskPlanes(mask)
+        planes.clear("DETECTED")
+        planes.clear("DETECTED_NEGATIVE")
+        planes.add("DETECTED", detected)
+        n_detected = int(detected.sum())
+        self.log.info(
+            "Given detection: %d of %d pixels (%.1f%%).",
+            n_detected,
+            detected.size,
+            100.0 * n_detected / max(1, detected.size),
+        )
+        self._record(0, n_detected, detected.size, math.nan, math.nan, 0, fully_masked=False)
+        removed = self.removeObjects(exposure, maskPlanes, detected=detected)
+        return Struct(detected=detected, background=removed.background, nDetected=n_detected)
 
     def findObjects(self, exposure: MaskedImage) -> Struct:
         """Find objects with ``nIter`` rounds of background and detection; set ``DETECTED``.

@@ -20,6 +20,7 @@ __all__ = [
     "exposure_header",
     "large_scale_field",
     "noiseless_sky",
+    "object_field",
     "plan_exposures",
     "put_science_visit",
     "secondary_pattern",
@@ -159,6 +160,53 @@ def _add_gaussian_objects(
     np.add.at(canvas, (yi[inside], xi[inside]), np.broadcast_to(values, xi.shape)[inside])
 
 
+def object_field(
+    width: int,
+    height: int,
+    sky_level: float,
+    rng: np.random.Generator,
+    *,
+    n_stars: int = 150,
+    n_galaxies: int = 30,
+    psf_sigma: float = 2.0,
+) -> np.ndarray:
+    """Draw stars and galaxies: the object light of `simulate_exposure`.
+
+    Parameters
+    ----------
+    width, height : `int`
+        Size in pixels.
+    sky_level : `float`
+        Sky level (electrons per pixel) that sets the objects' peak signal
+        to noise.
+    rng : `numpy.random.Generator`
+        Source of positions and fluxes.
+    n_stars, n_galaxies : `int`, optional
+        Number of point sources (PSF-sized) and extended sources (2–4× wider).
+    psf_sigma : `float`, optional
+        Gaussian PSF sigma in pixels.
+
+    Returns
+    -------
+    objects : `numpy.ndarray`
+        float64, shape (height, width), electrons. Peak signal to noise
+        follows a power law: many objects at 2 sigma, a few at 200.
+    """
+    objects = np.zeros((height, width), dtype=np.float64)
+    n_objects = n_stars + n_galaxies
+    if n_objects:
+        x = rng.uniform(0, width, n_objects)
+        y = rng.uniform(0, height, n_objects)
+        sigma = np.full(n_objects, psf_sigma)
+        sigma[n_stars:] *= rng.uniform(2, 4, n_galaxies)
+        # Peak signal-to-noise from a power law: many faint objects, a few at 200 sigma.
+        peak_snr = 2.0 * (1.0 - rng.uniform(0.0, 0.99, n_objects)) ** -1.0
+        flux = peak_snr * np.sqrt(sky_level) * 2 * np.pi * sigma**2
+        radius = int(np.ceil(5 * sigma.max()))
+        _add_gaussian_objects(objects, x, y, flux, sigma, radius)
+    return objects
+
+
 def simulate_exposure(
     width: int,
     height: int,
@@ -173,6 +221,7 @@ def simulate_exposure(
     large_scale: np.ndarray | None = None,
     detection_threshold: float = 0.05,
     yx0: tuple[int, int] = (0, 0),
+    objects: np.ndarray | None = None,
 ) -> SimulatedExposure:
     """Simulate one exposure: sky level × pattern + objects + noise.
 
@@ -200,6 +249,11 @@ def simulate_exposure(
         DETECTED (an ideal detection, so the truth of the masking is known).
     yx0 : `tuple` [`int`, `int`], optional
         Origin of the image's bounding box.
+    objects : `numpy.ndarray`, optional
+        The object light (electrons, shape (height, width)) in place of
+        objects drawn for this exposure, e.g. this exposure's window of one
+        `object_field` seen through dithers; ``n_stars``, ``n_galaxies``
+        and ``psf_sigma`` are then unused.
 
     Returns
     -------
@@ -208,18 +262,12 @@ def simulate_exposure(
     sky = sky_level * pattern.render(width, height)
     if large_scale is not None:
         sky = sky * large_scale
-    objects = np.zeros((height, width), dtype=np.float64)
-    n_objects = n_stars + n_galaxies
-    if n_objects:
-        x = rng.uniform(0, width, n_objects)
-        y = rng.uniform(0, height, n_objects)
-        sigma = np.full(n_objects, psf_sigma)
-        sigma[n_stars:] *= rng.uniform(2, 4, n_galaxies)
-        # Peak signal-to-noise from a power law: many faint objects, a few at 200 sigma.
-        peak_snr = 2.0 * (1.0 - rng.uniform(0.0, 0.99, n_objects)) ** -1.0
-        flux = peak_snr * np.sqrt(sky_level) * 2 * np.pi * sigma**2
-        radius = int(np.ceil(5 * sigma.max()))
-        _add_gaussian_objects(objects, x, y, flux, sigma, radius)
+    if objects is None:
+        objects = object_field(
+            width, height, sky_level, rng, n_stars=n_stars, n_galaxies=n_galaxies, psf_sigma=psf_sigma
+        )
+    elif np.shape(objects) != (height, width):
+        raise ValueError(f"objects has shape {np.shape(objects)}; the exposure is {(height, width)}.")
     expected = sky + objects
     pixels = rng.normal(expected, np.sqrt(expected)).astype(np.float32)
     bbox = Box.from_shape((height, width), start=yx0)
