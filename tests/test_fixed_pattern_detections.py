@@ -139,6 +139,15 @@ def test_fraction_is_validated():
     subtract.sky.maxDetectedFraction = 0.9
     with pytest.raises(FieldValidationError, match="cpSkyCombine:sky.maxDetectedFraction"):
         subtract.validate()
+    # skyCorr applies a finished frame: nothing there weighs detections across exposures.
+    from lsst.skyframes.correction import SkyCorrectionConfig
+
+    apply = SkyCorrectionConfig()
+    apply.bgModel1.xSize = apply.bgModel1.ySize = 81.92
+    apply.validate()
+    apply.sky.maxDetectedFraction = 0.9
+    with pytest.raises(FieldValidationError, match="SkyCorrectionTask.*cpSkyCombine:sky.maxDetectedFraction"):
+        apply.validate()
 
 
 def test_object_mask_keeps_detected_values_on_request():

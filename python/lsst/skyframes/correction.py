@@ -68,6 +68,7 @@ from lsst.utils.timer import timeMethod
 
 from ._visit_store import HeldImages, ScratchImages
 from .background import BackgroundList, BackgroundMI
+from .build import refuse_unused_fields
 from .camera import Camera, DetectorGeometry
 from .connections import camera_connection
 from .errors import (
@@ -320,6 +321,14 @@ class SkyCorrectionConfig(PipelineTaskConfig, pipelineConnections=SkyCorrectionC
                 f"nComponents={self.nComponents} needs doSky=True (the templates are what it fits); set "
                 "doSky=True or nComponents=1.",
             )
+        refuse_unused_fields(
+            self.sky.value,
+            ("maxDetectedFraction",),
+            "sky.",
+            "SkyCorrectionTask",
+            "it weighs the detections across a build's exposures when the sky frame is made "
+            "(cpSkyCombine:sky.maxDetectedFraction, with combineLevel='pixel'), not when it is applied.",
+        )
         if self.undoBgModel1 and not self.doSky and not self.doBgModel2:
             raise FieldValidationError(
                 SkyCorrectionConfig.undoBgModel1,
