@@ -7,16 +7,13 @@ the objects' light than cpSkyImage's detection on one exposure alone, and so giv
 within their noise where the faint light left outside that detection biases them.
 """
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from lsst.daf.butler import Butler
 
+from conftest import BUILD_PIPELINE, INSTRUMENT, camera_env, check, tool
 from lsst.skyframes.build import CpSkyImageConfig
 from lsst.skyframes.camera import make_synthetic_camera
 from lsst.skyframes.camera_overrides import camera_sized_config
@@ -26,17 +23,10 @@ from lsst.skyframes.simulate import exposure_header, object_field, plan_exposure
 from lsst.skyframes.sky_measurement import SkyMeasurementConfig
 from lsst.skyframes.truth import expected_noise, good_pixel_counts, noiseless_sky_frames
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = 23
 SIZE = 256
 DITHER = 96
 N_EXPOSURES = 10
-INSTRUMENT = ["--instrument", "lsst.skyframes.instrument.SkyFramesInstrument"]
-
-
-def _bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else shutil.which(name)
 
 
 @pytest.fixture(scope="module")
@@ -63,24 +53,24 @@ def built(tmp_path_factory):
             path = tmp / f"image_{plan.exposure_id}_{detector.id}.fits"
             write_processed_fits(path, simulated.image, exposure_header(detector, plan))
             files.append(str(path))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", SKYFRAMES_CAMERA=str(camera_file), SKYFRAMES_DIR=str(ROOT))
+    # camera_env sets SKYFRAMES_DIR, which the stacked pipeline's import names.
+    env = camera_env(camera_file)
     inputs = f"raw,{calib_collection(camera.instrument)}"
     commands = [
-        [_bin("skyframes"), "create-repo", root],
-        [_bin("skyframes"), "register", root, str(camera_file)],
-        [_bin("skyframes"), "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
+        [tool("skyframes"), "create-repo", root],
+        [tool("skyframes"), "register", root, str(camera_file)],
+        [tool("skyframes"), "ingest", root, "--camera", str(camera_file), "--run", "raw", *files],
     ]
     for output, pipeline in (
         ("stacked", "$SKYFRAMES_DIR/pipelines/BuildSkyFrameStackDetected.yaml"),
-        ("own", str(ROOT / "pipelines" / "BuildSkyFrame.yaml")),
+        ("own", str(BUILD_PIPELINE)),
     ):
         commands.append(
-            [_bin("pipetask"), "run", "-b", root, "-i", inputs, "-o", output, "-p", pipeline, *INSTRUMENT]
-            + ["--register-dataset-types"]
+            [tool("pipetask"), "run", "-b", root, "-i", inputs, "-o", output, "-p", pipeline]
+            + ["--instrument", INSTRUMENT, "--register-dataset-types"]
         )
     for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-        assert result.returncode == 0, (command[:2], result.stdout[-3000:], result.stderr[-5000:])
+        check(subprocess.run(command, capture_output=True, text=True, env=env), " ".join(command[:2]))
     return camera, root, plans, fields, offsets
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from lsst.images import Image, MaskedImage
+from lsst.images import Image, Mask, MaskedImage
 from lsst.pex.config import Config, ConfigurableField, Field, FieldValidationError, RangeField
 from lsst.pipe.base import Struct, Task
 from lsst.utils.timer import timeMethod
@@ -189,12 +189,7 @@ class MaskObjectsTask(Task):
         self, exposure: MaskedImage, maskPlanes: Iterable[str] | None, detections: np.ndarray
     ) -> Struct:
         """Replace a given detection as `run` replaces one it found."""
-        pixels, mask = image_and_mask(exposure)
-        if mask is None:
-            raise TypeError(
-                "MaskObjectsTask needs an image with a mask (lsst.images MaskedImage or VisitImage); "
-                f"got a plain {type(exposure).__name__}."
-            )
+        pixels, mask = _image_and_required_mask(exposure)
         if np.shape(detections) != pixels.array.shape:
             raise BoxMismatchError(
                 f"MaskObjectsTask.run: detections of shape {np.shape(detections)} for an image of shape "
@@ -236,12 +231,7 @@ class MaskObjectsTask(Task):
         TypeError
             Raised if ``exposure`` has no mask.
         """
-        pixels, mask = image_and_mask(exposure)
-        if mask is None:
-            raise TypeError(
-                "MaskObjectsTask needs an image with a mask (lsst.images MaskedImage or VisitImage); "
-                f"got a plain {type(exposure).__name__}. Wrap it with MaskedImage(image, mask_schema=...)."
-            )
+        pixels, mask = _image_and_required_mask(exposure)
         array = pixels.array
         height, width = array.shape
         planes = _MaskPlanes(mask)
@@ -414,6 +404,17 @@ class MaskObjectsTask(Task):
         self.metadata["smoothedSigma"] = float(sigma)
         self.metadata["nReplacedPixels"] = n_replaced
         self.metadata["fullyMasked"] = fully_masked
+
+
+def _image_and_required_mask(exposure: MaskedImage) -> tuple[Image, Mask]:
+    """Return the image and mask planes, refusing an image without a mask."""
+    pixels, mask = image_and_mask(exposure)
+    if mask is None:
+        raise TypeError(
+            "MaskObjectsTask needs an image with a mask (lsst.images MaskedImage or VisitImage); "
+            f"got a plain {type(exposure).__name__}. Wrap it with MaskedImage(image, mask_schema=...)."
+        )
+    return pixels, mask
 
 
 def _requested(maskPlanes: str | Iterable[str] | None) -> list[str]:

@@ -594,34 +594,23 @@ class CpSkyStackDetectTask(PipelineTask):
             residuals = response_residuals(
                 [images[i] for i in usable], [levels[i] for i in usable], [bad[i] for i in usable]
             )
-            found = [np.zeros(images[0].shape, dtype=bool) for _ in usable]
-            registered: list[int] = []
-            measured: list[tuple[int, int] | None] = []
-            n_rounds = self.config.nIter if self.config.doSubtractBackground else 1
-            for iteration in range(n_rounds):
-                flattened = [
-                    self._flatten(residual, bad[i] | previous)
-                    for residual, i, previous in zip(residuals, usable, found, strict=True)
-                ]
-                if iteration == 0:
-                    measured, peaks = self._register(
-                        flattened, [variances[i] for i in usable], [ids[i] for i in usable]
-                    )
-                    registered = [k for k, offset in enumerate(measured) if offset is not None]
-                    for k, i in enumerate(usable):
-                        offsets[i], significances[i] = measured[k], peaks[k]
-                windows = stack_detections(
-                    [flattened[k] for k in registered],
-                    [variances[usable[k]] for k in registered],
-                    [measured[k] for k in registered],
-                    threshold=self.config.thresholdValue,
-                    psf_sigma=self.config.psfSigma,
-                    grow=self.config.nPixelsToGrow,
-                )
+            flattened = [
+                self._flatten(residual, bad[i]) for residual, i in zip(residuals, usable, strict=True)
+            ]
+            measured, peaks = self._register(
+                flattened, [variances[i] for i in usable], [ids[i] for i in usable]
+            )
+            for k, i in enumerate(usable):
+                offsets[i], significances[i] = measured[k], peaks[k]
+            registered = [k for k, offset in enumerate(measured) if offset is not None]
+            windows = self._detect(flattened, variances, measured, usable, registered)
+            # More rounds only with a background: the previous round's detections left out of it.
+            for _ in range(self.config.nIter - 1 if self.config.doSubtractBackground else 0):
                 for k, window in zip(registered, windows, strict=True):
-                    found[k] = window
-            for k in registered:
-                detected[usable[k]] = found[k] & ~bad[usable[k]]
+                    flattened[k] = self._flatten(residuals[k], bad[usable[k]] | window)
+                windows = self._detect(flattened, variances, measured, usable, registered)
+            for k, window in zip(registered, windows, strict=True):
+                detected[usable[k]] = window & ~bad[usable[k]]
         self.metadata["exposures"] = ids
         self.metadata["offsetRows"] = [-1 if o is None else o[0] for o in offsets]
         self.metadata["offsetColumns"] = [-1 if o is None else o[1] for o in offsets]
@@ -641,6 +630,24 @@ class CpSkyStackDetectTask(PipelineTask):
             mask.set(STACK_MASK_PLANE, values)
             masks.append(mask)
         return Struct(outputMasks=masks, offsets=offsets, significances=significances)
+
+    def _detect(
+        self,
+        flattened: list[np.ndarray],
+        variances: list[np.ndarray],
+        offsets: list[tuple[int, int] | None],
+        usable: list[int],
+        registered: list[int],
+    ) -> list[np.ndarray]:
+        """`stack_detections` of the registered residuals (indices into ``usable``)."""
+        return stack_detections(
+            [flattened[k] for k in registered],
+            [variances[usable[k]] for k in registered],
+            [offsets[k] for k in registered],
+            threshold=self.config.thresholdValue,
+            psf_sigma=self.config.psfSigma,
+            grow=self.config.nPixelsToGrow,
+        )
 
     def _flatten(self, residual: np.ndarray, ignored: np.ndarray) -> np.ndarray:
         """Return ``residual`` minus its background, fitted outside ``ignored``."""
