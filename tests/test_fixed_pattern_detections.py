@@ -103,6 +103,13 @@ def test_default_is_unchanged_by_holding_detections_apart():
         task.averageImages(plain, detections=flags[:-1])
     with pytest.raises(BoxMismatchError, match="detection array 0"):
         task.averageImages(plain, detections=[f[:-1] for f in flags])
+    # None stands for an image without detections, as an all-False array does.
+    none_first = [None, *flags[1:]]
+    cleared = [np.zeros_like(flags[0]), *flags[1:]]
+    np.testing.assert_array_equal(
+        task.averageImages(plain, detections=none_first).image.array,
+        task.averageImages(plain, detections=cleared).image.array,
+    )
 
 
 def test_fraction_counts_only_inputs_that_hold_the_pixel():

@@ -462,7 +462,7 @@ class SkyMeasurementTask(Task):
             )
         else:
             for index, flags in enumerate(detections):
-                if np.shape(flags) != bbox.shape:
+                if flags is not None and np.shape(flags) != bbox.shape:
                     raise BoxMismatchError(
                         f"averageImages: detection array {index} has shape {np.shape(flags)}, but the images "
                         f"{bbox.shape}; give one flag per pixel."
