@@ -367,9 +367,8 @@ def build(truth: Truth, build_plans: list[Plan], configs: dict, masking: str) ->
 
     ``masking``: "own" (cpSkyImage's MaskObjectsTask, or with ``doUseStackMask`` cpSkyStackDetect's
     masks, `stack_masks`), "perfect" (the true footprints, replaced as MaskObjectsTask replaces a
-    detection) or
-    "truth" (noiseless exposures without stars, nothing detected: only the BAD pixels are
-    replaced).
+    detection) or "truth" (noiseless exposures without stars, nothing detected: only the BAD
+    pixels are replaced).
     """
     use_stack = configs["cpSkyImage"].doUseStackMask and masking == "own"
     stacked = stack_masks(truth, build_plans) if use_stack else None
